@@ -1,0 +1,50 @@
+"""vhdx: read, write, check and transform Hyper-V VHDX virtual disks in pure Python.
+
+    >>> import vhdx
+    >>> with vhdx.open("disk.vhdx") as disk:          # doctest: +SKIP
+    ...     mbr = disk.read(512)
+"""
+
+from __future__ import annotations
+
+from .disk import DiskType, VirtualDisk, open
+from .engine.mapping import Extent
+from .errors import (
+    ChecksumError,
+    CorruptStructureError,
+    FormatError,
+    LogReplayError,
+    ParentChainError,
+    ParentError,
+    ParentMismatchError,
+    ParentNotFoundError,
+    ReadOnlyError,
+    SignatureError,
+    TruncatedError,
+    UnsupportedError,
+    VhdxError,
+)
+from .info import DiskInfo
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ChecksumError",
+    "CorruptStructureError",
+    "DiskInfo",
+    "DiskType",
+    "Extent",
+    "FormatError",
+    "LogReplayError",
+    "ParentChainError",
+    "ParentError",
+    "ParentMismatchError",
+    "ParentNotFoundError",
+    "ReadOnlyError",
+    "SignatureError",
+    "TruncatedError",
+    "UnsupportedError",
+    "VhdxError",
+    "VirtualDisk",
+    "open",
+]

@@ -1,0 +1,241 @@
+"""The public file-like object: VirtualDisk, and ``open()``.
+
+``VirtualDisk`` is an ``io.RawIOBase`` over the virtual disk of a VHDX file (and its chain of
+parents). Reads fill the caller's buffer directly; any offset and length is accepted; reading at
+or past the end returns nothing. Ownership follows ``open()``: a path is opened and closed by us,
+a file object given by the caller is left open. Concurrent reads from several threads are safe
+when each uses its own ``VirtualDisk`` position (``pread``); one object is not meant to be shared
+by threads that seek.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import uuid
+from collections.abc import Iterator, Sequence
+from typing import BinaryIO, Literal
+
+from .engine.chain import ChainOptions, build_engine
+from .engine.engine import BlockEngine
+from .engine.mapping import Extent, merge
+from .engine.source import FileSource, RandomAccess, source_for_fileobj
+from .errors import ReadOnlyError, VhdxError
+from .info import DiskInfo, describe
+
+DiskType = Literal["fixed", "dynamic", "differencing"]
+
+
+class VirtualDisk(io.RawIOBase):
+    """The virtual disk of a VHDX image, as a seekable binary stream.
+
+    Attributes:
+        size: virtual size in bytes.
+        block_size, logical_sector_size, physical_sector_size: geometry from the metadata.
+        disk_id: the Virtual Disk ID.
+        disk_type: ``"fixed"``, ``"dynamic"`` or ``"differencing"``.
+        parent: the parent disk of a differencing image (None otherwise, or when it was not found
+            and ``require_parent=False``).
+        has_pending_log: the file holds an unreplayed log (replayed in memory for this open).
+    """
+
+    def __init__(self, engine: BlockEngine, *, mode: str = "rb", name: str | None = None, owner: bool = True) -> None:
+        super().__init__()
+        self._engine = engine
+        self._owner = owner  # the parents of a chain are closed with the child that holds them
+        self._mode = mode
+        self._pos = 0
+        self.name = name if name is not None else engine.image.name
+        image = engine.image
+        self.size: int = engine.size
+        self.block_size: int = image.geometry.block_size
+        self.logical_sector_size: int = image.geometry.logical_sector_size
+        self.physical_sector_size: int = image.metadata.physical_sector_size
+        self.disk_id: uuid.UUID = image.metadata.virtual_disk_id
+        self.disk_type: DiskType = image.disk_type  # type: ignore[assignment]
+        self.has_pending_log: bool = image.log_replayed_in_memory
+        self.parent: VirtualDisk | None = (
+            VirtualDisk(engine.parent, mode="rb", owner=False) if engine.parent is not None else None
+        )
+
+    # --- io.RawIOBase ------------------------------------------------------------------------------
+    @property
+    def mode(self) -> str:
+        return self._mode
+
+    def readable(self) -> bool:
+        self._check_open()
+        return True
+
+    def writable(self) -> bool:
+        self._check_open()
+        return False
+
+    def seekable(self) -> bool:
+        self._check_open()
+        return True
+
+    def tell(self) -> int:
+        self._check_open()
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if self.closed:
+            raise ValueError("I/O operation on closed disk")
+        if whence == io.SEEK_SET:
+            pos = offset
+        elif whence == io.SEEK_CUR:
+            pos = self._pos + offset
+        elif whence == io.SEEK_END:
+            pos = self.size + offset
+        else:
+            raise ValueError(f"invalid whence ({whence})")
+        if pos < 0:
+            raise ValueError(f"negative seek position {pos}")
+        self._pos = pos
+        return pos
+
+    def readinto(self, b: memoryview | bytearray) -> int:  # type: ignore[override]
+        if self.closed:
+            raise ValueError("I/O operation on closed disk")
+        view = memoryview(b).cast("B")
+        pos = self._pos
+        n = min(len(view), self.size - pos)
+        if n <= 0:
+            return 0
+        self._engine.read_into(pos, view[:n])
+        self._pos = pos + n
+        return n
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self.closed:
+            raise ValueError("I/O operation on closed disk")
+        if size is None or size < 0:
+            size = max(0, self.size - self._pos)
+        n = min(size, self.size - self._pos)
+        if n <= 0:
+            return b""
+        buf = bytearray(n)
+        self._engine.read_into(self._pos, memoryview(buf))
+        self._pos += n
+        return bytes(buf)
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+    def pread(self, offset: int, length: int) -> bytes:
+        """Read ``length`` bytes at ``offset`` without moving the position (thread-safe)."""
+        self._check_open()
+        n = min(length, self.size - offset)
+        if n <= 0:
+            return b""
+        buf = bytearray(n)
+        self._engine.read_into(offset, memoryview(buf))
+        return bytes(buf)
+
+    def write(self, b: object) -> int:
+        self._check_open()
+        raise ReadOnlyError(f"{self.name} is open read-only")
+
+    def truncate(self, size: int | None = None) -> int:
+        raise ReadOnlyError(f"{self.name}: the virtual size is changed with vhdx.ops.resize")
+
+    def fileno(self) -> int:
+        raise io.UnsupportedOperation("a virtual disk has no file descriptor")
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                if self._owner:
+                    self._engine.close()
+            finally:
+                super().close()
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise ValueError("I/O operation on closed disk")
+
+    # --- inspection -------------------------------------------------------------------------------
+    def extents(self, offset: int = 0, length: int | None = None, *, include_parent: bool = True) -> Iterator[Extent]:
+        """Yield the allocation map of [offset, offset + length): merged ``Extent`` runs with their
+        state (``data``, ``zero``, ``unallocated``), file offset and depth in the chain."""
+        self._check_open()
+        engine = self._engine
+        if include_parent:
+            return merge(engine.extents(offset, length))
+        return merge(_top_layer(engine.extents(offset, length)))
+
+    def info(self) -> DiskInfo:
+        """A snapshot of everything known about the image (and its chain)."""
+        self._check_open()
+        return describe(self._engine)
+
+    @property
+    def chain(self) -> list[VirtualDisk]:
+        """This disk, then its parent, grandparent, ..."""
+        out: list[VirtualDisk] = []
+        disk: VirtualDisk | None = self
+        while disk is not None:
+            out.append(disk)
+            disk = disk.parent
+        return out
+
+    def __repr__(self) -> str:
+        return f"<VirtualDisk {self.name!r} {self.disk_type} size={self.size}>"
+
+
+def _top_layer(extents: Iterator[Extent]) -> Iterator[Extent]:
+    for e in extents:
+        yield e if e.depth == 0 else Extent(e.virtual_offset, e.length, "unallocated", None, 1)
+
+
+def open(  # noqa: A001 - mirrors the builtin, as gzip.open and zipfile do
+    file: str | os.PathLike[str] | BinaryIO,
+    mode: str = "rb",
+    *,
+    parent_search: Sequence[str | os.PathLike[str]] = (),
+    parent: str | os.PathLike[str] | VirtualDisk | None = None,
+    ignore_id_mismatch: bool = False,
+    require_parent: bool = True,
+) -> VirtualDisk:
+    """Open a VHDX image.
+
+    Args:
+        file: a path, or a seekable binary file object (left open when the disk is closed).
+        mode: ``"rb"`` (the default; the file is opened read-only and never written).
+        parent_search: extra folders in which to look for parents of a differencing disk.
+        parent: the parent to use for a differencing disk instead of the locator's paths.
+        ignore_id_mismatch: accept a parent whose DataWriteGuid does not match the child's
+            parent_linkage (Hyper-V's ``-IgnoreIdMismatch``).
+        require_parent: when False, a differencing disk whose parent cannot be found still opens
+            (for inspection); reads that need the parent raise ``ParentNotFoundError``.
+
+    Returns:
+        A ``VirtualDisk`` positioned at 0.
+
+    Raises:
+        VhdxError: the file is not a readable VHDX (a subclass says why).
+        OSError: the file cannot be opened.
+    """
+    if mode not in ("rb", "r"):
+        raise ValueError(f"invalid mode {mode!r} (this version opens images read-only: 'rb')")
+    source: RandomAccess
+    if isinstance(file, (str, os.PathLike)):
+        source = FileSource.open(file, writable=False)
+    elif hasattr(file, "read") and hasattr(file, "seek"):
+        source = source_for_fileobj(file, writable=False, closefd=False)
+    else:
+        raise TypeError(f"expected a path or a binary file object, not {type(file).__name__}")
+    explicit: str | os.PathLike[str] | BlockEngine | None
+    explicit = parent._engine if isinstance(parent, VirtualDisk) else parent
+    options = ChainOptions(parent_search=parent_search, parent=explicit, ignore_id_mismatch=ignore_id_mismatch,
+                           require_parent=require_parent)
+    try:
+        engine = build_engine(source, options)
+    except BaseException:
+        source.close()
+        raise
+    return VirtualDisk(engine, mode="rb")
+
+
+__all__ = ["DiskType", "VirtualDisk", "open", "VhdxError"]

@@ -1,0 +1,159 @@
+"""BAT model: pure, vectorised checks and queries over the numpy BAT array.
+
+References: MS-VHDX 2.5; VHDX-FORMAT.md 8.2, 8.3, 8.7.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from ..constants import (
+    BAT_ENTRY_SIZE,
+    HEADER_SECTION_SIZE,
+    SECTOR_BITMAP_BLOCK_SIZE,
+    PayloadBlockState,
+    SectorBitmapState,
+)
+from ..errors import CorruptStructureError, TruncatedError
+from ..structs import bat as bat_struct
+from .geometry import DiskGeometry
+
+# Payload states a reader accepts (4 is reserved and corrupt; 5 is the draft's UNMAPPED).
+_VALID_PAYLOAD_STATES = np.array(
+    [s in (0, 1, 2, 3, 5, 6, 7) for s in range(8)], dtype=bool)
+PRESENT_STATES = (PayloadBlockState.FULLY_PRESENT, PayloadBlockState.PARTIALLY_PRESENT)
+
+
+@dataclass(frozen=True, slots=True)
+class BatView:
+    """The payload and sector bitmap entries of a BAT, split out (views, no copies of the BAT)."""
+
+    payload_states: npt.NDArray[np.uint8]  # one per payload block, virtual order
+    payload_offsets: npt.NDArray[np.uint64]  # byte offsets
+    bitmap_states: npt.NDArray[np.uint8]  # one per chunk (NOT_PRESENT past the region's end)
+    bitmap_offsets: npt.NDArray[np.uint64]
+
+
+def split(entries: npt.NDArray[np.uint64], geometry: DiskGeometry) -> BatView:
+    """Separate payload entries from sector bitmap entries using the uniform interleave (8.4)."""
+    pidx = geometry.payload_bat_indices()
+    payload = entries[pidx]
+    bidx = geometry.bitmap_bat_indices()
+    bitmap = np.zeros(len(bidx), dtype=np.uint64)
+    inside = bidx < len(entries)
+    bitmap[inside] = entries[bidx[inside]]
+    return BatView(bat_struct.states(payload), bat_struct.file_offsets(payload),
+                   bat_struct.states(bitmap), bat_struct.file_offsets(bitmap))
+
+
+def validate(
+    view: BatView,
+    geometry: DiskGeometry,
+    *,
+    differencing: bool,
+    file_size: int,
+    reserved: list[tuple[int, int, str]],
+    bat_offset: int,
+) -> list[str]:
+    """Check every entry (8.2, 8.7); return warnings for tolerated oddities.
+
+    ``reserved`` lists (start, end, name) ranges that blocks must not overlap: the header section,
+    the log and every region. Raises on the first corruption found.
+
+    Raises:
+        CorruptStructureError: invalid state, offset zero or inside the header section, overlaps.
+        TruncatedError: a block starts at or past the end of the file.
+    """
+    warnings: list[str] = []
+    ps, po = view.payload_states, view.payload_offsets
+
+    def where(block: int) -> int:
+        return bat_offset + geometry.payload_bat_index(block) * BAT_ENTRY_SIZE
+
+    bad = np.flatnonzero(~_VALID_PAYLOAD_STATES[ps])
+    if bad.size:
+        b = int(bad[0])
+        raise CorruptStructureError(f"payload block {b} has reserved state {int(ps[b])}", structure="BAT", offset=where(b))
+    if not differencing:
+        partial = np.flatnonzero(ps == PayloadBlockState.PARTIALLY_PRESENT)
+        if partial.size:
+            b = int(partial[0])
+            raise CorruptStructureError(f"payload block {b} is PARTIALLY_PRESENT in a disk without a parent",
+                                        structure="BAT", offset=where(b))
+    bs = view.bitmap_states
+    bad_sb = np.flatnonzero((bs != SectorBitmapState.NOT_PRESENT) & (bs != SectorBitmapState.PRESENT))
+    if bad_sb.size:
+        k = int(bad_sb[0])
+        raise CorruptStructureError(f"sector bitmap entry {k} has reserved state {int(bs[k])}", structure="BAT",
+                                    offset=bat_offset + geometry.bitmap_bat_index(k) * BAT_ENTRY_SIZE)
+    if not differencing and np.any(bs == SectorBitmapState.PRESENT):
+        warnings.append("sector bitmap blocks are marked present in a disk without a parent (ignored)")
+
+    present = np.flatnonzero((ps == PayloadBlockState.FULLY_PRESENT) | (ps == PayloadBlockState.PARTIALLY_PRESENT))
+    starts = po[present].astype(np.int64)
+    lengths = np.full(present.size, geometry.block_size, dtype=np.int64)
+    kinds = present.astype(np.int64)
+    if differencing:
+        sb_present = np.flatnonzero(bs == SectorBitmapState.PRESENT)
+        starts = np.concatenate([starts, view.bitmap_offsets[sb_present].astype(np.int64)])
+        lengths = np.concatenate([lengths, np.full(sb_present.size, SECTOR_BITMAP_BLOCK_SIZE, dtype=np.int64)])
+        kinds = np.concatenate([kinds, -1 - sb_present.astype(np.int64)])
+        # Each partially present block needs its chunk's bitmap.
+        partial = np.flatnonzero(ps == PayloadBlockState.PARTIALLY_PRESENT)
+        chunks = partial // geometry.chunk_ratio
+        missing = np.flatnonzero(bs[chunks] != SectorBitmapState.PRESENT)
+        if missing.size:
+            b = int(partial[missing[0]])
+            raise CorruptStructureError(f"payload block {b} is PARTIALLY_PRESENT but its sector bitmap block is not present",
+                                        structure="BAT", offset=where(b))
+
+    def describe(kind: int) -> tuple[str, int]:
+        if kind >= 0:
+            return f"payload block {kind}", where(kind)
+        k = -1 - kind
+        return f"sector bitmap block {k}", bat_offset + geometry.bitmap_bat_index(k) * BAT_ENTRY_SIZE
+
+    low = np.flatnonzero(starts < HEADER_SECTION_SIZE)
+    if low.size:
+        name, off = describe(int(kinds[low[0]]))
+        raise CorruptStructureError(f"{name} is present at file offset 0x{int(starts[low[0]]):x}, inside the header section",
+                                    structure="BAT", offset=off)
+    past = np.flatnonzero(starts >= file_size)
+    if past.size:
+        name, off = describe(int(kinds[past[0]]))
+        raise TruncatedError(f"{name} lies at 0x{int(starts[past[0]]):x}, past the end of the file (0x{file_size:x})",
+                             structure="BAT", offset=off)
+    tail = np.flatnonzero(starts + lengths > file_size)
+    if tail.size:
+        # QEMU's own fixed images end with a partial last block (VHDX-FORMAT.md 8.7): read the
+        # missing tail as zeros.
+        name, _ = describe(int(kinds[tail[0]]))
+        warnings.append(f"{name} extends past the end of the file; the missing part reads as zeros")
+
+    # Overlaps: blocks with blocks, and blocks with the header section, log and regions.
+    r_starts = np.array([r[0] for r in reserved], dtype=np.int64)
+    r_ends = np.array([r[1] for r in reserved], dtype=np.int64)
+    all_starts = np.concatenate([starts, r_starts])
+    all_ends = np.concatenate([starts + lengths, r_ends])
+    all_kinds = np.concatenate([kinds, np.full(len(reserved), np.iinfo(np.int64).min, dtype=np.int64)])
+    order = np.argsort(all_starts, kind="stable")
+    s_sorted, e_sorted = all_starts[order], all_ends[order]
+    running_end = np.maximum.accumulate(e_sorted)
+    clash = np.flatnonzero(s_sorted[1:] < running_end[:-1])
+    if clash.size:
+        i = int(clash[0]) + 1
+        j = int(np.flatnonzero(e_sorted[:i] > s_sorted[i])[-1])
+        names = []
+        offset = bat_offset
+        for idx in (order[j], order[i]):
+            kind = int(all_kinds[idx])
+            if kind == np.iinfo(np.int64).min:
+                names.append(reserved[int(idx) - len(starts)][2])
+            else:
+                n, offset = describe(kind)
+                names.append(n)
+        raise CorruptStructureError(f"{names[0]} and {names[1]} overlap in the file", structure="BAT", offset=offset)
+    return warnings

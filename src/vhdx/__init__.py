@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from .create import create
 from .disk import DiskType, VirtualDisk, open
 from .engine.mapping import Extent
 from .errors import (
@@ -46,5 +47,6 @@ __all__ = [
     "UnsupportedError",
     "VhdxError",
     "VirtualDisk",
+    "create",
     "open",
 ]

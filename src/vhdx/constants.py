@@ -142,3 +142,11 @@ MAX_CHAIN_DEPTH: Final = 128
 # No valid image is larger than this: 64 TiB of payload plus its BAT and bitmaps is under 65 TiB.
 # File offsets and sizes read from the file beyond it are corrupt.
 MAX_FILE_SIZE: Final = 128 * TiB
+
+# --- Defaults for new files (VHDX-FORMAT.md 11; Hyper-V's observed defaults) ------------------
+DEFAULT_BLOCK_SIZE: Final = 32 * MiB  # fixed and dynamic
+DEFAULT_DIFFERENCING_BLOCK_SIZE: Final = 2 * MiB
+DEFAULT_LOG_SIZE: Final = 1 * MiB
+DEFAULT_LOGICAL_SECTOR_SIZE: Final = 512
+DEFAULT_PHYSICAL_SECTOR_SIZE: Final = 4096
+METADATA_REGION_SIZE: Final = 1 * MiB

@@ -20,6 +20,7 @@ from .engine.chain import ChainOptions, build_engine
 from .engine.engine import BlockEngine
 from .engine.mapping import Extent, merge
 from .engine.source import FileSource, RandomAccess, source_for_fileobj
+from .engine.writer import WritableEngine
 from .errors import ReadOnlyError, VhdxError
 from .info import DiskInfo, describe
 
@@ -69,7 +70,7 @@ class VirtualDisk(io.RawIOBase):
 
     def writable(self) -> bool:
         self._check_open()
-        return False
+        return isinstance(self._engine, WritableEngine)
 
     def seekable(self) -> bool:
         self._check_open()
@@ -103,22 +104,22 @@ class VirtualDisk(io.RawIOBase):
         n = min(len(view), self.size - pos)
         if n <= 0:
             return 0
-        self._engine.read_into(pos, view[:n])
+        self._engine.read_into(pos, view if n == len(view) else view[:n])
         self._pos = pos + n
         return n
 
     def read(self, size: int | None = -1) -> bytes:
         if self.closed:
             raise ValueError("I/O operation on closed disk")
-        if size is None or size < 0:
-            size = max(0, self.size - self._pos)
-        n = min(size, self.size - self._pos)
+        pos = self._pos
+        n = self.size - pos
+        if size is not None and 0 <= size < n:
+            n = size
         if n <= 0:
             return b""
-        buf = bytearray(n)
-        self._engine.read_into(self._pos, memoryview(buf))
-        self._pos += n
-        return bytes(buf)
+        data = self._engine.read_bytes(pos, n)  # a single pread when the range allows it
+        self._pos = pos + n
+        return data
 
     def readall(self) -> bytes:
         return self.read(-1)
@@ -129,16 +130,62 @@ class VirtualDisk(io.RawIOBase):
         n = min(length, self.size - offset)
         if n <= 0:
             return b""
-        buf = bytearray(n)
-        self._engine.read_into(offset, memoryview(buf))
-        return bytes(buf)
+        return self._engine.read_bytes(offset, n)
 
-    def write(self, b: object) -> int:
+    def write(self, b: object) -> int:  # type: ignore[override]
+        """Write ``b`` at the current position; the disk never grows (a write past the end is
+        an error, as on a block device). Returns the byte count."""
+        engine = self._writable_engine()
+        view = memoryview(b).cast("B")  # type: ignore[arg-type]
+        pos = self._pos
+        if pos + len(view) > self.size:
+            raise ValueError(f"write of {len(view)} bytes at {pos} passes the end of the {self.size}-byte disk")
+        engine.write(pos, view)
+        self._pos = pos + len(view)
+        return len(view)
+
+    def pwrite(self, offset: int, data: bytes | bytearray | memoryview) -> int:
+        """Write ``data`` at ``offset`` without moving the position."""
+        engine = self._writable_engine()
+        view = memoryview(data).cast("B")
+        if offset < 0 or offset + len(view) > self.size:
+            raise ValueError(f"write of {len(view)} bytes at {offset} is outside the {self.size}-byte disk")
+        engine.write(offset, view)
+        return len(view)
+
+    def write_zeroes(self, offset: int, length: int) -> None:
+        """Make [offset, offset + length) read as zeros; whole blocks of dynamic and differencing
+        disks become ZERO blocks instead of being written."""
+        self._check_range(offset, length)
+        self._writable_engine().zero_range(offset, length, discard=False)
+
+    def discard(self, offset: int, length: int) -> None:
+        """Tell the disk that [offset, offset + length) is unused: whole blocks of dynamic and
+        differencing disks are unmapped (they read as zeros afterwards); partial blocks and fixed
+        disks keep their data."""
+        self._check_range(offset, length)
+        self._writable_engine().zero_range(offset, length, discard=True)
+
+    def flush(self) -> None:
+        """Make every write so far durable (payload synced, metadata committed through the log)."""
+        if self.closed:
+            return
+        engine = self._engine
+        if isinstance(engine, WritableEngine):
+            engine.flush()
+
+    def _check_range(self, offset: int, length: int) -> None:
+        if offset < 0 or length < 0 or offset + length > self.size:
+            raise ValueError(f"range {offset}+{length} is outside the {self.size}-byte disk")
+
+    def _writable_engine(self) -> WritableEngine:
         self._check_open()
-        raise ReadOnlyError(f"{self.name} is open read-only")
+        if not isinstance(self._engine, WritableEngine):
+            raise ReadOnlyError(f"{self.name} is open read-only")
+        return self._engine
 
     def truncate(self, size: int | None = None) -> int:
-        raise ReadOnlyError(f"{self.name}: the virtual size is changed with vhdx.ops.resize")
+        raise io.UnsupportedOperation(f"{self.name}: a virtual disk's size is changed by resizing the image")
 
     def fileno(self) -> int:
         raise io.UnsupportedOperation("a virtual disk has no file descriptor")
@@ -202,7 +249,9 @@ def open(  # noqa: A001 - mirrors the builtin, as gzip.open and zipfile do
 
     Args:
         file: a path, or a seekable binary file object (left open when the disk is closed).
-        mode: ``"rb"`` (the default; the file is opened read-only and never written).
+        mode: ``"rb"`` (the default; the file is opened read-only and never written) or ``"r+b"``
+            (read-write: a pending log is replayed in place first; opening and closing without
+            writing leaves the file byte-identical).
         parent_search: extra folders in which to look for parents of a differencing disk.
         parent: the parent to use for a differencing disk instead of the locator's paths.
         ignore_id_mismatch: accept a parent whose DataWriteGuid does not match the child's
@@ -217,25 +266,48 @@ def open(  # noqa: A001 - mirrors the builtin, as gzip.open and zipfile do
         VhdxError: the file is not a readable VHDX (a subclass says why).
         OSError: the file cannot be opened.
     """
-    if mode not in ("rb", "r"):
-        raise ValueError(f"invalid mode {mode!r} (this version opens images read-only: 'rb')")
+    if mode not in ("rb", "r", "r+b", "rb+"):
+        raise ValueError(f"invalid mode {mode!r} (use 'rb' or 'r+b')")
+    writable = "+" in mode
     source: RandomAccess
     if isinstance(file, (str, os.PathLike)):
-        source = FileSource.open(file, writable=False)
+        source = FileSource.open(file, writable=writable)
     elif hasattr(file, "read") and hasattr(file, "seek"):
-        source = source_for_fileobj(file, writable=False, closefd=False)
+        source = source_for_fileobj(file, writable=writable, closefd=False)
     else:
         raise TypeError(f"expected a path or a binary file object, not {type(file).__name__}")
+    if writable:
+        try:
+            _lock(source)
+        except BaseException:
+            source.close()
+            raise
     explicit: str | os.PathLike[str] | BlockEngine | None
     explicit = parent._engine if isinstance(parent, VirtualDisk) else parent
     options = ChainOptions(parent_search=parent_search, parent=explicit, ignore_id_mismatch=ignore_id_mismatch,
-                           require_parent=require_parent)
+                           require_parent=require_parent, writable=writable)
     try:
         engine = build_engine(source, options)
     except BaseException:
         source.close()
         raise
-    return VirtualDisk(engine, mode="rb")
+    return VirtualDisk(engine, mode="r+b" if writable else "rb")
+
+
+def _lock(source: RandomAccess) -> None:
+    """Take an exclusive advisory lock for a writer: two writers would corrupt the image."""
+    fd = getattr(source, "fd", -1)
+    if fd < 0:
+        return
+    try:
+        import fcntl
+    except ImportError:  # Windows: the OS refuses a second writer itself
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise VhdxError("the image is already open for writing by another process or handle",
+                        image=source.name) from None
 
 
 __all__ = ["DiskType", "VirtualDisk", "open", "VhdxError"]

@@ -50,6 +50,9 @@ class DiskInfo:
     parent_missing: str | None  # why the parent is not open, when it is not
     problems: tuple[str, ...]
     chain: tuple[DiskInfo, ...] = field(default=())
+    # Whether the open parent's DataWriteGuid is one this image's locator accepts (None without an
+    # open parent); False only when the mismatch was overridden with ignore_id_mismatch.
+    parent_link_ok: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict (chain entries included)."""
@@ -91,6 +94,9 @@ def describe(engine: BlockEngine, *, with_chain: bool = True) -> DiskInfo:
         st = os.fstat(fd)
         actual = getattr(st, "st_blocks", 0) * 512 or None
     locator = meta.parent_locator
+    parent_link_ok: bool | None = None
+    if engine.parent is not None and locator is not None:
+        parent_link_ok = engine.parent.image.headers.current.data_write_guid in locator.linkages
     chain: tuple[DiskInfo, ...] = ()
     if with_chain and engine.parent is not None:
         parent_info = describe(engine.parent, with_chain=True)
@@ -125,4 +131,5 @@ def describe(engine: BlockEngine, *, with_chain: bool = True) -> DiskInfo:
         parent_missing=engine.parent_missing,
         problems=tuple(image.problems),
         chain=chain,
+        parent_link_ok=parent_link_ok,
     )

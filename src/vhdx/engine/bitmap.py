@@ -6,14 +6,13 @@ References: MS-VHDX 2.4.2 (sector bitmap blocks); VHDX-FORMAT.md 9.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
 
-from ..constants import SectorBitmapState
-from ..model.bat import BatView
+from ..constants import BAT_FILE_OFFSET_MASK, BAT_STATE_MASK, SectorBitmapState
 from ..model.geometry import DiskGeometry
-from .source import RandomAccess
 
 # Unpacked per-block bitmaps kept in memory (each is sectors_per_block bytes: 4 KiB for the
 # common 2 MiB / 512 B case), so repeated reads of one block do not re-read its bitmap.
@@ -23,10 +22,17 @@ CACHE_BLOCKS = 4096
 class SectorBitmaps:
     """Read access to the sector bitmap bits of payload blocks."""
 
-    def __init__(self, source: RandomAccess, geometry: DiskGeometry, view: BatView) -> None:
-        self._source = source
+    def __init__(
+        self,
+        read_into: Callable[[int, memoryview], int],
+        geometry: DiskGeometry,
+        bitmap_entry: Callable[[int], int],
+    ) -> None:
+        """``read_into(file_offset, view)`` reads the file; ``bitmap_entry(chunk)`` returns the
+        chunk's current sector bitmap BAT entry (0 when the BAT does not reach it)."""
+        self._read_into = read_into
         self._geometry = geometry
-        self._view = view
+        self._bitmap_entry = bitmap_entry
         self._cache: OrderedDict[int, npt.NDArray[np.uint8]] = OrderedDict()
 
     def block_bits(self, block_index: int) -> npt.NDArray[np.uint8]:
@@ -38,12 +44,13 @@ class SectorBitmaps:
         g = self._geometry
         chunk = g.chunk_of_block(block_index)
         spb = g.sectors_per_block
-        if self._view.bitmap_states[chunk] != SectorBitmapState.PRESENT:
+        entry = self._bitmap_entry(chunk)
+        if entry & BAT_STATE_MASK != SectorBitmapState.PRESENT:
             bits = np.zeros(spb, dtype=np.uint8)
         else:
             lo, hi = g.bitmap_byte_range(block_index)
             raw = bytearray(hi - lo)
-            got = self._source.readinto(int(self._view.bitmap_offsets[chunk]) + lo, memoryview(raw))
+            got = self._read_into((entry & BAT_FILE_OFFSET_MASK) + lo, memoryview(raw))
             if got < len(raw):
                 raw[got:] = bytes(len(raw) - got)
             bits = np.unpackbits(np.frombuffer(bytes(raw), dtype=np.uint8), bitorder="little")

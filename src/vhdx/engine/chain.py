@@ -15,7 +15,9 @@ from ..errors import ParentChainError, ParentMismatchError, ParentNotFoundError,
 from ..model.parent_locator import candidate_paths
 from .engine import BlockEngine
 from .image import Image, load_image
+from .journal import replay_to_disk
 from .source import FileSource, RandomAccess
+from .writer import WritableEngine
 
 
 @dataclass
@@ -27,6 +29,7 @@ class ChainOptions:
     parent: str | os.PathLike[str] | BlockEngine | None = None
     ignore_id_mismatch: bool = False
     require_parent: bool = True
+    writable: bool = False  # the top image is opened for writing (its parents never are)
     seen: set[tuple[int, int]] = field(default_factory=set)
 
 
@@ -49,9 +52,15 @@ def build_engine(source: RandomAccess, options: ChainOptions, depth: int = 0) ->
         if ident in options.seen:
             raise ParentChainError("the chain of parents loops back to this file", image=source.name)
         options.seen.add(ident)
+    writable = options.writable and depth == 0
     image = load_image(source)
+    if writable and image.log is not None and image.log.head is not None:
+        # A writable open replays the log in place first (MS-VHDX 2.3.3), then reads the file anew.
+        replay_to_disk(source, image.headers.current, image.headers.current_index, image.log)
+        image = load_image(source)
+    engine_class = WritableEngine if writable else BlockEngine
     if not image.metadata.has_parent:
-        return BlockEngine(image)
+        return engine_class(image)
     if depth >= MAX_CHAIN_DEPTH:
         raise ParentChainError(f"the chain of parents is deeper than {MAX_CHAIN_DEPTH}", image=source.name)
     explicit = options.parent
@@ -62,7 +71,7 @@ def build_engine(source: RandomAccess, options: ChainOptions, depth: int = 0) ->
         else:
             parent = _open_parent(image, explicit, options, depth)
     except ParentNotFoundError as err:
-        if options.require_parent:
+        if options.require_parent or writable:
             raise
         return BlockEngine(image, None, parent_missing=err.message)
     owned = not isinstance(explicit, BlockEngine)
@@ -72,7 +81,7 @@ def build_engine(source: RandomAccess, options: ChainOptions, depth: int = 0) ->
         if owned:
             parent.close()
         raise
-    return BlockEngine(image, parent, owns_parent=owned)
+    return engine_class(image, parent, owns_parent=owned)
 
 
 def _open_parent(image: Image, explicit: str | os.PathLike[str] | None, options: ChainOptions, depth: int) -> BlockEngine:

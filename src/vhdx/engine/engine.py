@@ -10,15 +10,18 @@ References: MS-VHDX 2.5.1; VHDX-FORMAT.md 8.3, 9.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import numpy as np
 
 from ..constants import BAT_FILE_OFFSET_MASK, BAT_STATE_MASK, PayloadBlockState
 from ..errors import ParentNotFoundError
+from ..model.bat import payload_entries
 from .bitmap import SectorBitmaps
 from .image import Image
 from .mapping import CLASS_DATA, CLASS_PARENT, CLASS_PARTIAL, DATA, STATE_CLASS, UNALLOCATED, ZERO, Extent
+from .source import FileSource
 
 _ZEROS = memoryview(bytes(1 << 20))
 _FULL = int(PayloadBlockState.FULLY_PRESENT)
@@ -51,10 +54,15 @@ class BlockEngine:
         self._shift = g.block_shift
         self._mask = g.block_size - 1
         self.differencing = image.metadata.has_parent
-        self.payload = image.bat[g.payload_bat_indices()] if g.payload_block_count else np.zeros(0, np.uint64)
+        self.payload = payload_entries(image.bat, g)
         self._source_readinto = image.source.readinto
-        self.bitmaps = SectorBitmaps(image.source, g, image.view) if self.differencing else None
+        self.bitmaps = SectorBitmaps(image.source.readinto, g, self.bitmap_entry) if self.differencing else None
         self.sector_size = g.logical_sector_size
+
+    def bitmap_entry(self, chunk: int) -> int:
+        """The current sector bitmap BAT entry of ``chunk`` (0 when the BAT does not reach it)."""
+        index = self.geometry.bitmap_bat_index(chunk)
+        return int(self.image.bat[index]) if index < len(self.image.bat) else 0
 
     # --- reads -----------------------------------------------------------------------------------
     def read_into(self, offset: int, view: memoryview) -> None:
@@ -65,7 +73,7 @@ class BlockEngine:
         payload = self.payload
         while pos < end:
             block = pos >> shift
-            entry = int(payload[block])
+            entry = payload.item(block)  # a Python int without a numpy scalar in between
             state = entry & BAT_STATE_MASK
             start = pos - offset
             if state == _FULL:
@@ -73,7 +81,7 @@ class BlockEngine:
                 run_end = min(end, (block + 1) << shift)
                 nxt = block + 1
                 expect = entry + bs
-                while run_end < end and int(payload[nxt]) == expect:
+                while run_end < end and payload.item(nxt) == expect:
                     run_end = min(end, (nxt + 1) << shift)
                     nxt += 1
                     expect += bs
@@ -93,6 +101,37 @@ class BlockEngine:
             else:
                 zero_fill(sub)
             pos += n
+
+    def read_bytes(self, offset: int, length: int) -> bytes:
+        """Return ``length`` virtual bytes from ``offset`` (the range must lie within the disk).
+
+        When the whole range is one run of FULLY_PRESENT blocks contiguous in a plain file, a
+        single ``os.pread`` returns the bytes object itself: no buffer to allocate, zero and copy
+        again (the common case of small random reads). Anything else goes through ``read_into``.
+        """
+        source = self.image.source
+        if type(source) is FileSource and length > 0:
+            shift = self._shift
+            block = offset >> shift
+            entry = self.payload.item(block)
+            if entry & BAT_STATE_MASK == _FULL:
+                # A range over several blocks qualifies only if they follow each other in the file.
+                payload, bs = self.payload, self.block_size
+                expect = entry
+                contiguous = True
+                for nxt in range(block + 1, ((offset + length - 1) >> shift) + 1):
+                    expect += bs
+                    if payload.item(nxt) != expect:
+                        contiguous = False
+                        break
+                if contiguous:
+                    data = os.pread(source.fd, length, (entry & BAT_FILE_OFFSET_MASK) + (offset & self._mask))
+                    if len(data) == length:
+                        return data
+                    # Short: the end of the file (or a huge request); the general path handles it.
+        buf = bytearray(length)
+        self.read_into(offset, memoryview(buf))
+        return bytes(buf)
 
     def _read_parent(self, pos: int, view: memoryview) -> None:
         parent = self.parent

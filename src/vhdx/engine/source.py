@@ -77,8 +77,12 @@ class FileSource:
         return os.fstat(self.fd).st_size
 
     def readinto(self, offset: int, buf: memoryview) -> int:
-        total = 0
         want = len(buf)
+        # One call nearly always fills the buffer; only then loop (end of file, signals, or the
+        # kernel's ~2 GiB cap per call), slicing the view just for the retries.
+        total = os.preadv(self.fd, [buf], offset) if want else 0
+        if total == want or total == 0:
+            return total
         while total < want:
             n = os.preadv(self.fd, [buf[total:]], offset + total)
             if n <= 0:

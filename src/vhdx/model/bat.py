@@ -24,6 +24,7 @@ from .geometry import DiskGeometry
 # Payload states a reader accepts (4 is reserved and corrupt; 5 is the draft's UNMAPPED).
 _VALID_PAYLOAD_STATES = np.array(
     [s in (0, 1, 2, 3, 5, 6, 7) for s in range(8)], dtype=bool)
+_INVALID_PAYLOAD_STATES = tuple(int(s) for s in np.flatnonzero(~_VALID_PAYLOAD_STATES))
 PRESENT_STATES = (PayloadBlockState.FULLY_PRESENT, PayloadBlockState.PARTIALLY_PRESENT)
 
 
@@ -37,10 +38,34 @@ class BatView:
     bitmap_offsets: npt.NDArray[np.uint64]
 
 
+def payload_entries(entries: npt.NDArray[np.uint64], geometry: DiskGeometry) -> npt.NDArray[np.uint64]:
+    """The payload entries of ``entries`` in virtual order (a contiguous copy).
+
+    The interleave is uniform (8.4): each chunk is ``chunk_ratio`` payload entries then one
+    sector bitmap entry. Viewing the whole chunks as a 2-D array and dropping the last column is a
+    strided copy, several times faster than gathering through an index array (it matters for a
+    64 TiB disk, whose BAT has millions of entries); the last chunk, which may be incomplete and
+    may lack its bitmap entry, is copied on its own.
+    """
+    pb = geometry.payload_block_count
+    out = np.empty(pb, dtype=np.uint64)
+    if pb == 0:
+        return out
+    cr = geometry.chunk_ratio
+    whole = (pb - 1) // cr  # chunks before the last one
+    head = whole * cr
+    src_head = whole * (cr + 1)
+    tail = pb - head
+    if len(entries) < src_head + tail:
+        raise IndexError(f"the BAT holds {len(entries)} entries; {src_head + tail} are needed")
+    out[:head].reshape(whole, cr)[:] = entries[:src_head].reshape(whole, cr + 1)[:, :cr]
+    out[head:] = entries[src_head : src_head + tail]
+    return out
+
+
 def split(entries: npt.NDArray[np.uint64], geometry: DiskGeometry) -> BatView:
     """Separate payload entries from sector bitmap entries using the uniform interleave (8.4)."""
-    pidx = geometry.payload_bat_indices()
-    payload = entries[pidx]
+    payload = payload_entries(entries, geometry)
     bidx = geometry.bitmap_bat_indices()
     bitmap = np.zeros(len(bidx), dtype=np.uint64)
     inside = bidx < len(entries)
@@ -73,7 +98,11 @@ def validate(
     def where(block: int) -> int:
         return bat_offset + geometry.payload_bat_index(block) * BAT_ENTRY_SIZE
 
-    bad = np.flatnonzero(~_VALID_PAYLOAD_STATES[ps])
+    # One comparison per invalid state: a table lookup over millions of entries costs far more.
+    invalid = np.zeros(len(ps), dtype=bool)
+    for state in _INVALID_PAYLOAD_STATES:
+        invalid |= ps == state
+    bad = np.flatnonzero(invalid)
     if bad.size:
         b = int(bad[0])
         raise CorruptStructureError(f"payload block {b} has reserved state {int(ps[b])}", structure="BAT", offset=where(b))

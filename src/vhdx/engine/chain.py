@@ -54,8 +54,10 @@ def build_engine(source: RandomAccess, options: ChainOptions, depth: int = 0) ->
         options.seen.add(ident)
     writable = options.writable and depth == 0
     image = load_image(source)
-    if writable and image.log is not None and image.log.head is not None:
+    if writable and image.log is not None:
         # A writable open replays the log in place first (MS-VHDX 2.3.3), then reads the file anew.
+        # A LogGuid without a complete sequence (a writer died before its first entry was
+        # durable) is cleared the same way, with nothing to replay.
         replay_to_disk(source, image.headers.current, image.headers.current_index, image.log)
         image = load_image(source)
     engine_class = WritableEngine if writable else BlockEngine

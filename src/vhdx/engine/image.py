@@ -92,6 +92,11 @@ def _load(raw: RandomAccess) -> Image:
     if size < HEADER_SECTION_SIZE:
         raise TruncatedError(f"file is only 0x{size:x} bytes, shorter than the 1 MiB header section",
                              structure="header section", offset=0)
+    if size > MAX_FILE_SIZE:
+        # No valid image gets this large (see MAX_FILE_SIZE); refusing it up front keeps every
+        # later size computation within the bounds the README documents.
+        raise CorruptStructureError(f"file is 0x{size:x} bytes, larger than any valid VHDX (0x{MAX_FILE_SIZE:x})",
+                                    structure="file", offset=0)
     ident = parse_struct(FILE_IDENTIFIER, ident_raw, structure="file identifier", offset=FILE_IDENTIFIER_OFFSET)
     creator = ident.creator.split("\0", 1)[0]
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .constants import PayloadBlockState
+from .model.bat import split as bat_split
 
 if TYPE_CHECKING:
     from .engine.engine import BlockEngine
@@ -79,7 +80,7 @@ def describe(engine: BlockEngine, *, with_chain: bool = True) -> DiskInfo:
     header = image.headers.current
     h1, h2 = image.headers.headers
     meta = image.metadata
-    view = image.view
+    view = bat_split(image.bat, image.geometry)  # the current BAT: writes may have changed it
     present = (view.payload_states == PayloadBlockState.FULLY_PRESENT) | (
         view.payload_states == PayloadBlockState.PARTIALLY_PRESENT)
     if image.log_replayed_in_memory:

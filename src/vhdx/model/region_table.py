@@ -20,7 +20,7 @@ from ..constants import (
     REGION_TABLE_2_OFFSET,
     REGION_TABLE_SIZE,
 )
-from ..errors import ChecksumError, CorruptStructureError, FormatError, UnsupportedError
+from ..errors import ChecksumError, CorruptStructureError, TruncatedError, UnsupportedError
 from ..structs.region_table import (
     REGION_TABLE,
     REGION_TABLE_CHECKSUM_OFFSET,
@@ -77,7 +77,7 @@ def parse_region_table(raw: bytes | bytearray | memoryview, offset: int) -> Regi
     name = f"region table {REGION_TABLE_OFFSETS.index(offset) + 1}" if offset in REGION_TABLE_OFFSETS else "region table"
     head = parse_struct(REGION_TABLE_HEADER, raw[: REGION_TABLE_HEADER.sizeof()], structure=name, offset=offset)
     if len(raw) < REGION_TABLE_SIZE:
-        raise FormatError("region table is truncated", structure=name, offset=offset)
+        raise TruncatedError(f"region table is {len(raw)} bytes, not {REGION_TABLE_SIZE}", structure=name, offset=offset)
     if not checksum.verify(raw[:REGION_TABLE_SIZE], REGION_TABLE_CHECKSUM_OFFSET):
         raise ChecksumError(
             f"checksum mismatch (stored 0x{head.checksum:08x}, computed "

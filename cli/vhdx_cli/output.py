@@ -250,3 +250,19 @@ def map_lines(extents: Iterable[vhdx.Extent], filenames: Sequence[str]) -> Itera
             continue
         yield (f"{extent.virtual_offset:<#16x}{extent.length:<#16x}{extent.file_offset:<#16x}"
                f"{filenames[extent.depth]}")
+
+
+# --- operation results (vhdx.ops) ------------------------------------------------------------------
+def operation_document(result: Any) -> dict[str, Any]:
+    """The JSON document of a ``vhdx.ops`` result: its ``as_dict()`` with kebab-case keys
+    (nested dicts too), like every other document the CLI prints."""
+
+    def convert(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {kebab(str(k)): convert(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [convert(v) for v in value]
+        return value
+
+    document: dict[str, Any] = convert(result.as_dict())
+    return document

@@ -122,6 +122,8 @@ class SectorBitmapState(enum.IntEnum):
 
 # --- Log (MS-VHDX 2.3) ------------------------------------------------------------------------------
 LOG_SECTOR_SIZE: Final = 4 * KiB
+# LogLength is a u32 byte count and a multiple of 1 MiB (MS-VHDX 2.2.2): the largest log is 4 GiB - 1 MiB.
+MAX_LOG_LENGTH: Final = 4 * GiB - 1 * MiB
 LOG_ENTRY_SIGNATURE: Final = b"loge"
 LOG_ZERO_DESCRIPTOR_SIGNATURE: Final = b"zero"
 LOG_DATA_DESCRIPTOR_SIGNATURE: Final = b"desc"

@@ -31,6 +31,7 @@ from .constants import (
     HEADER_2_OFFSET,
     HEADER_VERSION,
     LOG_VERSION,
+    MAX_LOG_LENGTH,
     METADATA_FLAG_IS_VIRTUAL_DISK,
     METADATA_REGION_GUID,
     OBJECT_ALIGNMENT,
@@ -109,12 +110,17 @@ def create(
         raise ValueError(f"disk type must be one of {', '.join(DISK_TYPES)}, not {disk_type!r}")
     if (parent is not None) != (disk_type == "differencing"):
         raise ValueError("a parent is given exactly when the disk type is 'differencing'")
-    if log_size <= 0 or log_size % OBJECT_ALIGNMENT:
-        raise ValueError(f"log size must be a positive multiple of 1 MiB, not {log_size}")
+    if log_size <= 0 or log_size % OBJECT_ALIGNMENT or log_size > MAX_LOG_LENGTH:
+        raise ValueError(f"log size must be a positive multiple of 1 MiB up to {MAX_LOG_LENGTH}, not {log_size}")
     locator_entries: list[tuple[str, str]] | None = None
     if disk_type == "differencing":
         assert parent is not None
         with _disk.open(parent) as p:
+            if os.path.exists(path) and any(os.path.exists(d.name) and os.path.samefile(path, d.name)
+                                            for d in p.chain):
+                # With overwrite=True this would replace a disk of the chain by a child of it:
+                # its data lost, and an image that can never open (the chain loops).
+                raise ValueError("a differencing disk cannot replace its own parent or an ancestor of it")
             info = p.info()
             if size is not None and size != p.size:
                 raise ValueError(f"a differencing disk has its parent's size ({p.size}), not {size}")
@@ -123,10 +129,12 @@ def create(
             physical_sector_size = p.physical_sector_size
             disk_id = p.disk_id
             locator_entries = parent_locator_entries(path, parent, uuid.UUID(info.data_write_guid))
-        block_size = block_size or DEFAULT_DIFFERENCING_BLOCK_SIZE
+        if block_size is None:
+            block_size = DEFAULT_DIFFERENCING_BLOCK_SIZE
     if size is None:
         raise ValueError("a size is needed (only a differencing disk takes its parent's)")
-    block_size = block_size or DEFAULT_BLOCK_SIZE
+    if block_size is None:
+        block_size = DEFAULT_BLOCK_SIZE
     for label, value in (("logical", logical_sector_size), ("physical", physical_sector_size)):
         if value not in SECTOR_SIZES:
             raise ValueError(f"{label} sector size must be 512 or 4096, not {value}")

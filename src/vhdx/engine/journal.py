@@ -11,10 +11,11 @@ Ordering rules (MS-VHDX 2.2.2.1, 2.3; VHDX-FORMAT.md 5.3, 10.6, 12):
 * ``commit``: the file is synced first (payload written by the engine is durable before any
   metadata that points at it), then the log entries are written and synced, then the same sectors
   are written in place and synced. Only then is the journal empty again.
-* A new group of entries is written after the last complete sequence in the ring and never over
-  it; when it does not fit, the LogGuid is rotated first (a header update), which invalidates
-  every older entry. So after a crash the log's active sequence is either the newest group (now
-  durable) or the previous, already applied one, and replaying it again is harmless.
+* A new group of entries is written right after the previous one, so it never overwrites the last
+  complete sequence; when it does not fit before the end of the ring, the LogGuid is rotated
+  first (a header update), which invalidates every older entry, and writing restarts at offset 0.
+  So after a crash the log's active sequence is either the newest group (now durable) or the
+  previous, already applied one, and replaying it again is harmless.
 * ``close_session`` sets LogGuid back to zero: a clean close leaves the log empty.
 """
 
@@ -69,7 +70,6 @@ class Journal:
         self._data_guid_changed = False
         self._sequence = 0  # last sequence number written in this session's log
         self._write_pos = 0  # where the next entry goes (log offset)
-        self._last_group: tuple[int, int] | None = None  # (start, length) of the newest complete sequence
 
     # --- headers --------------------------------------------------------------------------------
     def update_header(self, **changes: object) -> None:
@@ -97,7 +97,6 @@ class Journal:
             self._session = True
             self._sequence = 0
             self._write_pos = 0
-            self._last_group = None
         elif visible and not self._data_guid_changed:
             self.update_header(data_write_guid=uuid.uuid4())
             self._data_guid_changed = True
@@ -171,8 +170,14 @@ class Journal:
         return len(view)
 
     # --- commit ------------------------------------------------------------------------------------
-    def commit(self, *, last_file_offset: int) -> None:
-        """Make every staged change durable through the log, then apply it in place (10.6)."""
+    def commit(self, *, last_file_offset: int, flushed_file_offset: int | None = None) -> None:
+        """Make every staged change durable through the log, then apply it in place (10.6).
+
+        ``flushed_file_offset`` (default: the current file size) is what the entries record as
+        durable. To shrink the file, commit with the target size here (and as
+        ``last_file_offset``) before truncating (VHDX-FORMAT.md 10.6 step 6): a replay after a
+        crash then neither fails on the shorter file nor extends it again.
+        """
         if not self.dirty:
             return
         assert self._session, "begin() must precede staged changes"
@@ -181,7 +186,8 @@ class Journal:
         writes: list[DataWrite | ZeroWrite] = [ZeroWrite(o, n) for o, n in self._zeros]
         writes += [DataWrite(o, bytes(s)) for o, s in sorted(self._staged.items())]
         capacity = self.header.log_length // LOG_SECTOR_SIZE
-        durable_size = align_down(self.source.size(), OBJECT_ALIGNMENT)
+        durable_size = align_down(self.source.size() if flushed_file_offset is None else flushed_file_offset,
+                                  OBJECT_ALIGNMENT)
         last = max(align_up(last_file_offset, OBJECT_ALIGNMENT), durable_size)
         # Split into entries that fit the log, then into groups written and applied together.
         entries: list[tuple[list[DataWrite | ZeroWrite], int]] = []  # (writes, sectors)
@@ -215,21 +221,21 @@ class Journal:
         log_length = self.header.log_length
         total = sectors * LOG_SECTOR_SIZE
         start = self._write_pos
-        if self._last_group is not None:
-            # The free part of the ring runs from the end of the last sequence to its start.
-            _last_start, last_len = self._last_group
-            free = log_length - last_len
-            if total > free:
-                self.update_header(log_guid=uuid.uuid4())  # invalidates every older entry
-                self._last_group = None
-                start = 0
+        if start + total > log_length:
+            # Entries are never wrapped around the end of the ring: when the group does not fit
+            # before the end, a new LogGuid invalidates every older entry and writing starts over
+            # at offset 0. The format allows wrapping, but QEMU 7.2's log scan never ends on a
+            # ring filled with one GUID's entries but for a single stale sector (it comes back to
+            # where it started); keeping each GUID's entries in one straight run avoids that.
+            self.update_header(log_guid=uuid.uuid4())
+            start = 0
         pos = start
         for entry_writes in group:
             self._sequence += 1
             raw = build_entry(log_guid=self.header.log_guid, sequence_number=self._sequence, tail=start,
                               flushed_file_offset=durable_size, last_file_offset=last, writes=entry_writes)
-            self._write_circular(pos, raw)
-            pos = (pos + len(raw)) % log_length
+            self.source.pwrite(self.header.log_offset + pos, raw)
+            pos += len(raw)
             self.stats.entries += 1
             self.stats.log_bytes += len(raw)
         self.source.sync()
@@ -241,15 +247,7 @@ class Journal:
                     self.source.pwrite(w.file_offset, w.data)
         self.source.sync()
         self.stats.syncs += 2
-        self._last_group = (start, total)
         self._write_pos = pos
-
-    def _write_circular(self, log_pos: int, raw: bytes) -> None:
-        base = self.header.log_offset
-        first = min(len(raw), self.header.log_length - log_pos)
-        self.source.pwrite(base + log_pos, raw[:first])
-        if first < len(raw):
-            self.source.pwrite(base, raw[first:])
 
 
 def _write_zeros(source: RandomAccess, offset: int, length: int) -> None:

@@ -186,7 +186,8 @@ class WritableEngine(BlockEngine):
         end = offset + length
         if length <= 0:
             return
-        self.journal.begin(visible=True)
+        # No session starts (and no GUID changes) unless a block really changes: zeroing what
+        # already reads as zero, or discarding a partial block, leaves the file untouched.
         pos = offset
         shift = self._shift
         while pos < end:
@@ -200,13 +201,14 @@ class WritableEngine(BlockEngine):
             if whole and not self.fixed:
                 target = _UNMAPPED if discard else _ZERO
                 if state != target:
+                    self.journal.begin(visible=True)
                     self._set_payload_entry(block, make_entry(target, 0))
+                    self._data_written = True
             elif not discard:
                 reads_zero = state not in (_FULL, _PARTIAL) and not (self.differencing and state == _NOT_PRESENT)
                 if not reads_zero:
                     self._write_zeros_through(pos, n)
             pos += n
-        self._data_written = True
 
     def _write_zeros_through(self, pos: int, n: int) -> None:
         while n > 0:

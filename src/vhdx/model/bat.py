@@ -30,12 +30,18 @@ PRESENT_STATES = (PayloadBlockState.FULLY_PRESENT, PayloadBlockState.PARTIALLY_P
 
 @dataclass(frozen=True, slots=True)
 class BatView:
-    """The payload and sector bitmap entries of a BAT, split out (views, no copies of the BAT)."""
+    """The payload and sector bitmap entries of a BAT, split out."""
 
     payload_states: npt.NDArray[np.uint8]  # one per payload block, virtual order
-    payload_offsets: npt.NDArray[np.uint64]  # byte offsets
+    payload_entries: npt.NDArray[np.uint64]  # the raw payload entries, virtual order
     bitmap_states: npt.NDArray[np.uint8]  # one per chunk (NOT_PRESENT past the region's end)
     bitmap_offsets: npt.NDArray[np.uint64]
+
+    @property
+    def payload_offsets(self) -> npt.NDArray[np.uint64]:
+        """Byte offsets of every payload block (computed on each access: a 64 TiB disk has
+        millions of blocks, and keeping this next to the entries would double their memory)."""
+        return bat_struct.file_offsets(self.payload_entries)
 
 
 def payload_entries(entries: npt.NDArray[np.uint64], geometry: DiskGeometry) -> npt.NDArray[np.uint64]:
@@ -70,11 +76,7 @@ def split(entries: npt.NDArray[np.uint64], geometry: DiskGeometry) -> BatView:
     bitmap = np.zeros(len(bidx), dtype=np.uint64)
     inside = bidx < len(entries)
     bitmap[inside] = entries[bidx[inside]]
-    payload_states = bat_struct.states(payload)
-    # ``payload`` is a private copy: turn it into the offsets in place (one multi-MiB array fewer
-    # to allocate and fault in when the BAT is large).
-    return BatView(payload_states, bat_struct.file_offsets(payload, out=payload),
-                   bat_struct.states(bitmap), bat_struct.file_offsets(bitmap))
+    return BatView(bat_struct.states(payload), payload, bat_struct.states(bitmap), bat_struct.file_offsets(bitmap))
 
 
 def validate(
@@ -96,20 +98,27 @@ def validate(
         TruncatedError: a block starts at or past the end of the file.
     """
     warnings: list[str] = []
-    ps, po = view.payload_states, view.payload_offsets
+    ps = view.payload_states
 
     def where(block: int) -> int:
         return bat_offset + geometry.payload_bat_index(block) * BAT_ENTRY_SIZE
 
+    # The highest state found bounds what each full pass below could find: one cheap reduction
+    # lets an empty or all-zero BAT of millions of entries skip them (the 64 TiB open).
+    top = int(ps.max()) if ps.size else -1
+    none = np.zeros(0, dtype=np.intp)
     # One comparison per invalid state: a table lookup over millions of entries costs far more.
-    invalid = np.zeros(len(ps), dtype=bool)
-    for state in _INVALID_PAYLOAD_STATES:
-        invalid |= ps == state
-    bad = np.flatnonzero(invalid)
-    if bad.size:
-        b = int(bad[0])
-        raise CorruptStructureError(f"payload block {b} has reserved state {int(ps[b])}", structure="BAT", offset=where(b))
-    if not differencing:
+    invalid_states = [state for state in _INVALID_PAYLOAD_STATES if state <= top]
+    if invalid_states:
+        invalid = ps == invalid_states[0]
+        for state in invalid_states[1:]:
+            invalid |= ps == state
+        bad = np.flatnonzero(invalid)
+        if bad.size:
+            b = int(bad[0])
+            raise CorruptStructureError(f"payload block {b} has reserved state {int(ps[b])}", structure="BAT",
+                                        offset=where(b))
+    if not differencing and PayloadBlockState.PARTIALLY_PRESENT <= top:
         partial = np.flatnonzero(ps == PayloadBlockState.PARTIALLY_PRESENT)
         if partial.size:
             b = int(partial[0])
@@ -124,8 +133,9 @@ def validate(
     if not differencing and np.any(bs == SectorBitmapState.PRESENT):
         warnings.append("sector bitmap blocks are marked present in a disk without a parent (ignored)")
 
-    present = np.flatnonzero((ps == PayloadBlockState.FULLY_PRESENT) | (ps == PayloadBlockState.PARTIALLY_PRESENT))
-    starts = po[present].astype(np.int64)
+    present = (np.flatnonzero((ps == PayloadBlockState.FULLY_PRESENT) | (ps == PayloadBlockState.PARTIALLY_PRESENT))
+               if min(PRESENT_STATES) <= top else none)
+    starts = bat_struct.file_offsets(view.payload_entries[present]).astype(np.int64)
     lengths = np.full(present.size, geometry.block_size, dtype=np.int64)
     kinds = present.astype(np.int64)
     if differencing:
@@ -134,7 +144,7 @@ def validate(
         lengths = np.concatenate([lengths, np.full(sb_present.size, SECTOR_BITMAP_BLOCK_SIZE, dtype=np.int64)])
         kinds = np.concatenate([kinds, -1 - sb_present.astype(np.int64)])
         # Each partially present block needs its chunk's bitmap.
-        partial = np.flatnonzero(ps == PayloadBlockState.PARTIALLY_PRESENT)
+        partial = np.flatnonzero(ps == PayloadBlockState.PARTIALLY_PRESENT) if PayloadBlockState.PARTIALLY_PRESENT <= top else none
         chunks = partial // geometry.chunk_ratio
         missing = np.flatnonzero(bs[chunks] != SectorBitmapState.PRESENT)
         if missing.size:

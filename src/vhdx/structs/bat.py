@@ -33,10 +33,9 @@ def states(entries: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint8]:
     return out
 
 
-def file_offsets(entries: npt.NDArray[np.uint64], out: npt.NDArray[np.uint64] | None = None) -> npt.NDArray[np.uint64]:
-    """Return the byte file offset (FileOffsetMB << 20) of every entry (into ``out`` if given,
-    which may be ``entries`` itself)."""
-    return np.bitwise_and(entries, np.uint64(BAT_FILE_OFFSET_MASK), out=out)
+def file_offsets(entries: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+    """Return the byte file offset (FileOffsetMB << 20) of every entry."""
+    return entries & np.uint64(BAT_FILE_OFFSET_MASK)
 
 
 def make_entry(state: int, file_offset: int) -> int:

@@ -127,6 +127,8 @@ class VirtualDisk(io.RawIOBase):
     def pread(self, offset: int, length: int) -> bytes:
         """Read ``length`` bytes at ``offset`` without moving the position (thread-safe)."""
         self._check_open()
+        if offset < 0 or length < 0:
+            raise ValueError(f"negative offset or length ({offset}, {length})")
         n = min(length, self.size - offset)
         if n <= 0:
             return b""

@@ -97,3 +97,15 @@ def test_whole_disk_read_in_one_call(image: tuple[Path, bytes]) -> None:
         buf = bytearray(SIZE + 4096)
         assert disk.readinto(buf) == SIZE
         assert bytes(buf[:SIZE]) == expected
+
+
+def test_negative_offsets_are_refused(tmp_path) -> None:
+    import vhdx
+
+    with vhdx.create(tmp_path / "n.vhdx", 8 << 20) as disk:
+        disk.pwrite(0, b"x" * 4096)
+    with vhdx.open(tmp_path / "n.vhdx") as disk:
+        with pytest.raises(ValueError):
+            disk.pread(-4096, 10)
+        with pytest.raises(ValueError):
+            disk.seek(-1)

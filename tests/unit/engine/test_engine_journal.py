@@ -62,7 +62,9 @@ def _snapshot_reads(snapshot: bytes, parent: Path | None, ranges: list[tuple[int
 
 def test_log_is_reused_circularly_across_thousands_of_flushes(tmp_path: Path) -> None:
     """A differencing child: each flush sets bits in two sector bitmap sectors (and rewrites a
-    BAT sector), so each entry is several 4 KiB sectors and entries straddle the end of the ring."""
+    BAT sector), so each entry is several 4 KiB sectors. The journal never lets an entry straddle
+    the end of the ring: when the next entry does not fit, it rotates the LogGuid (one header
+    update) and starts again at offset 0."""
     parent = tmp_path / "parent.vhdx"
     parent_data = random.Random(5).randbytes(32 * MiB)
     with vhdx.create(parent, 32 * MiB, block_size=4 * MiB) as p:
@@ -96,10 +98,10 @@ def test_log_is_reused_circularly_across_thousands_of_flushes(tmp_path: Path) ->
         assert stats.commits == flushes
         # Went round the 1 MiB ring many times ...
         assert stats.log_bytes > 10 * MiB
-        # ... without ever rotating the LogGuid for room: one header update began the session.
-        assert stats.header_updates == 1
+        # ... rotating the LogGuid once per trip round the ring (plus the session's first update).
+        assert 10 <= stats.header_updates <= 2 + stats.log_bytes // MiB
         assert disk.read() == model
-    assert wrapped > 0, "no entry ever straddled the end of the log"
+    assert wrapped == 0, "an entry straddled the end of the log"
     header = current_header(bio.getbuffer()[: 192 * KiB])
     assert header.log_guid.int == 0
     with vhdx.open(io.BytesIO(bio.getvalue()), parent=parent) as disk:
@@ -126,7 +128,8 @@ def test_log_reuse_with_bat_only_changes(tmp_path: Path) -> None:
         stats = _stats(disk)
         assert stats.commits == 2000 and stats.entries == 2000
         assert stats.log_bytes >= 2000 * 3 * LOG_SECTOR  # 1 descriptor + 2 data sectors each
-        assert stats.header_updates == 1
+        # One update began the session; one more per trip round the 1 MiB ring.
+        assert stats.header_updates <= 2 + stats.log_bytes // MiB
     with vhdx.open(io.BytesIO(bio.getvalue())) as disk:
         assert disk.pread(0, 7) == b"keep me"
         assert disk.pread(MiB, 4096) == bytes(4096)
@@ -180,7 +183,9 @@ def test_entries_and_syncs_per_flush_are_bounded(tmp_path: Path) -> None:
             assert stats.entries - e0 == 1
             # payload sync, log sync, in-place sync; plus the session's header update (2 syncs) once
             assert stats.syncs - s0 <= 3 + 2 * (stats.header_updates - h0)
-            assert stats.header_updates - h0 <= (1 if k == 0 else 0)
+            # the session's header update on the first flush, a LogGuid rotation when the ring is full
+            assert stats.header_updates - h0 <= 1
+        assert stats.header_updates <= 2 + stats.log_bytes // MiB
         e0, s0 = stats.entries, stats.syncs
         disk.pwrite(5 * MiB, b"in place")  # a present block: no metadata changes
         disk.flush()

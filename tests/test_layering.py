@@ -30,7 +30,7 @@ FREE = 0  # errors, constants, _units, checksum
 LAYERS = {
     "errors": FREE, "constants": FREE, "_units": FREE, "checksum": FREE,
     "structs": 1, "model": 2, "engine": 3,
-    "disk": 4, "create": 4, "info": 4,  # the public API (the package __init__ is here too)
+    "disk": 4, "create": 4, "info": 4, "newfile": 4,  # the public API (the package __init__ is here too)
     "ops": 5,
 }
 PUBLIC = 4

@@ -9,14 +9,13 @@ References: MS-VHDX 2.1-2.6; VHDX-FORMAT.md 11.
 
 from __future__ import annotations
 
-import ntpath
 import os
-import tempfile
 import uuid
 
 import numpy as np
 
 from . import disk as _disk
+from . import newfile
 from .constants import (
     BAT_REGION_GUID,
     CREATOR_SIZE,
@@ -32,7 +31,6 @@ from .constants import (
     HEADER_VERSION,
     LOG_VERSION,
     MAX_LOG_LENGTH,
-    METADATA_FLAG_IS_VIRTUAL_DISK,
     METADATA_REGION_GUID,
     OBJECT_ALIGNMENT,
     PARENT_KEY_ABSOLUTE_WIN32_PATH,
@@ -210,8 +208,7 @@ def _write_new_file(path: str, geometry: DiskGeometry, layout: FileLayout, metad
         raise FileExistsError(f"{path}: file exists (pass overwrite=True to replace it)")
     fixed = disk_type == "fixed"
     writes, end = build_image_prefix(geometry, layout, metadata, locator, creator=creator, fixed=fixed)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".vhdx-create-", dir=folder)
+    fd, tmp = newfile.make_temp(path)
     try:
         with os.fdopen(fd, "r+b") as f:
             f.truncate(end)  # sparse: unwritten space reads as zero
@@ -222,36 +219,10 @@ def _write_new_file(path: str, geometry: DiskGeometry, layout: FileLayout, metad
             if preallocate and fixed and hasattr(os, "posix_fallocate"):
                 os.posix_fallocate(f.fileno(), layout.first_block_offset, end - layout.first_block_offset)
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            os.link(tmp, path)  # atomic, and fails if the target appeared meanwhile
-            os.unlink(tmp)
+        newfile.publish(tmp, path, overwrite=overwrite)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        newfile.discard(tmp)
         raise
-    _sync_dir(folder)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _sync_dir(folder: str) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 __all__ = ["create", "parent_locator_entries"]

@@ -40,7 +40,6 @@ import os
 import queue
 import stat
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -51,6 +50,7 @@ import numpy as np
 
 from .._units import align_up
 from ..constants import DEFAULT_LOGICAL_SECTOR_SIZE, KiB, MiB
+from .. import newfile
 from ..create import create
 from ..disk import VirtualDisk
 from ..disk import open as open_disk
@@ -222,7 +222,7 @@ def convert(
         if source.size is None and dst_format == "vhdx" and size is None:
             # The virtual size must be known before the image exists: spool the stream first.
             spool, spool_size = _spool(source, dst, reporter)  # type: ignore[arg-type]
-            cleanup.callback(_unlink_quietly, spool)
+            cleanup.callback(newfile.discard, spool)
             source = _RawFileSource(spool)
             cleanup.callback(source.close)
             source.size = spool_size
@@ -665,7 +665,7 @@ class _RawFileSink:
         self.dst = os.fspath(dst)
         self.overwrite = overwrite
         self.keep_temp = keep_temp  # a spool: finish leaves the file under its temporary name
-        self.fd, self.tmp = _make_temp(self.dst, ".spool" if keep_temp else ".tmp")
+        self.fd, self.tmp = newfile.make_temp(self.dst, ".spool" if keep_temp else ".tmp")
         self.bytes_written = 0
 
     def write(self, offset: int, view: memoryview) -> None:
@@ -679,18 +679,18 @@ class _RawFileSink:
         os.ftruncate(self.fd, size)
         if not self.keep_temp:
             os.fsync(self.fd)
-            os.fchmod(self.fd, 0o666 & ~_umask())
+            os.fchmod(self.fd, 0o666 & ~newfile.current_umask())
         os.close(self.fd)
         self.fd = -1
         if not self.keep_temp:
-            _commit(self.tmp, self.dst, self.overwrite)
+            newfile.publish(self.tmp, self.dst, overwrite=self.overwrite)
         return 0
 
     def abort(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
-        _unlink_quietly(self.tmp)
+        newfile.discard(self.tmp)
 
 
 class _StreamSink:
@@ -739,7 +739,7 @@ class _VhdxSink:
                  preallocate: bool) -> None:
         self.dst = os.fspath(dst)
         self.overwrite = overwrite
-        fd, self.tmp = _make_temp(self.dst, ".tmp")
+        fd, self.tmp = newfile.make_temp(self.dst, ".tmp")
         os.close(fd)  # create() builds the image in its own temporary file and moves it over this one
         self.disk: VirtualDisk | None = None
         try:
@@ -751,7 +751,7 @@ class _VhdxSink:
             self.disk = create(self.tmp, size, disk_type=disk_type, block_size=block_size, overwrite=True,
                                preallocate=preallocate, **kwargs)
         except BaseException:
-            _unlink_quietly(self.tmp)
+            newfile.discard(self.tmp)
             raise
         disk = self.disk
         self.geometry = (disk.block_size, disk.logical_sector_size, disk.physical_sector_size)
@@ -771,7 +771,7 @@ class _VhdxSink:
         blocks = disk.info().allocated_blocks
         disk.close()  # flushes: payload synced, metadata committed through the log
         self.disk = None
-        _commit(self.tmp, self.dst, self.overwrite)
+        newfile.publish(self.tmp, self.dst, overwrite=self.overwrite)
         return blocks
 
     def abort(self) -> None:
@@ -779,7 +779,7 @@ class _VhdxSink:
             with contextlib.suppress(Exception):
                 self.disk.close()
             self.disk = None
-        _unlink_quietly(self.tmp)
+        newfile.discard(self.tmp)
 
 
 def _make_sink(dst: PathOrStream, dst_format: str, size: int | None, source: _Source, *, overwrite: bool,
@@ -831,56 +831,6 @@ def _check_destination(dst: str | os.PathLike[str], overwrite: bool) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), folder)
-
-
-def _make_temp(dst: str, suffix: str) -> tuple[int, str]:
-    """A new empty file next to ``dst`` (same file system, so the final rename is atomic)."""
-    folder = os.path.dirname(os.path.abspath(dst))
-    return tempfile.mkstemp(prefix=f".{os.path.basename(dst)}.", suffix=suffix, dir=folder)
-
-
-def _commit(tmp: str, dst: str, overwrite: bool) -> None:
-    """Move the finished ``tmp`` to ``dst``: atomically, and without replacing a file that
-    appeared meanwhile unless ``overwrite``."""
-    if overwrite:
-        os.replace(tmp, dst)
-    else:
-        try:
-            os.link(tmp, dst)  # fails if dst exists, where a rename would silently replace it
-        except FileExistsError:
-            raise
-        except OSError:  # no hard links on this file system: check, then rename
-            if os.path.lexists(dst):
-                raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), dst) from None
-            os.rename(tmp, dst)
-        else:
-            os.unlink(tmp)
-    _sync_dir(os.path.dirname(os.path.abspath(dst)))
-
-
-def _sync_dir(folder: str) -> None:
-    """Make the rename durable (best effort: not every platform can open a folder)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _unlink_quietly(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 __all__ = ["ConvertResult", "convert", "infer_format", "nonzero_runs", "windows"]

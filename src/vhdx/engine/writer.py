@@ -56,23 +56,19 @@ class WritableEngine(BlockEngine):
         self._data_written = False
 
     def _used_end(self) -> int:
-        """End of the last structure in the file (regions, log, blocks; blocks may pass EOF)."""
+        """End of the last structure in the file (regions, log, blocks; blocks may pass EOF).
+
+        Payload (FULLY/PARTIALLY_PRESENT: states 6 and 7) and sector bitmap (PRESENT: 6) entries
+        are taken together in one pass over the BAT; counting every present entry as a whole
+        payload block may overestimate the end by less than a block, which only leaves a gap.
+        """
         header = self.journal.header
         ends = [header.log_offset + header.log_length]
         ends += [e.end for e in self.image.region_table.entries]
-        states = (self.image.bat & np.uint64(BAT_STATE_MASK)).astype(np.uint8)
-        offsets = self.image.bat & np.uint64(BAT_FILE_OFFSET_MASK)
-        g = self.geometry
-        payload_states = states[g.payload_bat_indices()] if g.payload_block_count else states[:0]
-        payload_offsets = offsets[g.payload_bat_indices()] if g.payload_block_count else offsets[:0]
-        present = (payload_states == _FULL) | (payload_states == _PARTIAL)
+        bat = self.image.bat
+        present = (bat & np.uint64(BAT_STATE_MASK)) >= np.uint64(SectorBitmapState.PRESENT)
         if present.any():
-            ends.append(int(payload_offsets[present].max()) + g.block_size)
-        bidx = g.bitmap_bat_indices()
-        bidx = bidx[bidx < len(self.image.bat)]
-        sb = states[bidx] == SectorBitmapState.PRESENT
-        if sb.any():
-            ends.append(int(offsets[bidx][sb].max()) + SECTOR_BITMAP_BLOCK_SIZE)
+            ends.append(int((bat[present] & np.uint64(BAT_FILE_OFFSET_MASK)).max()) + self.geometry.block_size)
         return max(ends)
 
     # --- BAT updates (staged through the journal) --------------------------------------------------

@@ -32,93 +32,28 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-try:
-    import vhdx
-    from vhdx.ops import convert
-except ImportError:  # running from a checkout without an installed package
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
-    import vhdx
-    from vhdx.ops import convert
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _common.py, beside this script
+from _common import (GiB, MiB, Row, environment, human, mbps, mount_of, need_tool, parse_size,  # noqa: E402
+                     print_table, run, timed_cmd, verdict, warm, work_base)
 
-KiB = 1 << 10
-MiB = 1 << 20
-GiB = 1 << 30
+import vhdx  # noqa: E402  (_common puts the checkout's src/ on sys.path when vhdx is not installed)
+from vhdx.ops import convert  # noqa: E402
+
+PROG = "compare_convert"
 CHUNK = 16 * MiB  # granularity of building the source files
 BLOCK = 32 * MiB  # block size of every VHDX here (and the unit of the sparse image's allocation)
 
 
 # --- helpers -----------------------------------------------------------------------------------------
-def parse_size(text: str) -> int:
-    units = {"K": KiB, "M": MiB, "G": GiB, "T": 1 << 40}
-    text = text.strip().upper().removesuffix("IB").removesuffix("B")
-    if text and text[-1] in units:
-        return int(float(text[:-1]) * units[text[-1]])
-    return int(text)
-
-
-def human(n: float) -> str:
-    for unit, div in (("TiB", 1 << 40), ("GiB", GiB), ("MiB", MiB), ("KiB", KiB)):
-        if n >= div:
-            return f"{n / div:g} {unit}"
-    return f"{n:g} B"
-
-
-def need_tool(name: str) -> None:
-    if shutil.which(name) is None:
-        sys.exit(f"compare_convert: {name} is required (it is the peer being compared against)")
-
-
-def run(cmd: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, check=False, capture_output=True, text=True)
-
-
-def timed_cmd(cmd: list[str]) -> float:
-    t = time.perf_counter()
-    done = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    secs = time.perf_counter() - t
-    if done.returncode != 0:
-        sys.exit(f"compare_convert: {' '.join(cmd)} failed: {done.stderr.decode(errors='replace').strip()}")
-    return secs
-
-
-def mount_of(path: Path) -> tuple[str, str]:
-    """(mount point, file system type) holding ``path``, from /proc/mounts when there is one."""
-    best = ("?", "?")
-    try:
-        with open("/proc/mounts") as fh:
-            mounts = [line.split()[1:3] for line in fh]
-    except OSError:
-        return best
-    real = os.path.realpath(path)
-    for point, fstype in mounts:
-        point = point.replace("\\040", " ")
-        if (real == point or real.startswith(point.rstrip("/") + "/")) and len(point) >= len(best[0]):
-            best = (point, fstype)
-    return best
-
-
-def pick_dir(requested: Path | None, need: int) -> Path:
-    """--dir, else /dev/shm when it has room for every file of the run, else /tmp."""
-    if requested is not None:
-        return requested
-    shm = Path("/dev/shm")
-    if shm.is_dir() and os.access(shm, os.W_OK) and shutil.disk_usage(shm).free >= need:
-        return shm
-    return Path(tempfile.gettempdir())
-
-
 def vhdx_script() -> list[str]:
     beside = Path(sys.executable).with_name("vhdx")
     if beside.is_file():
@@ -147,14 +82,6 @@ def make_sparse(path: Path, size: int, fraction: float, rng: np.random.Generator
     return len(chosen)
 
 
-def warm(path: Path) -> None:
-    """Read a file once so both contenders find it in the page cache (holes cost nothing)."""
-    with open(path, "rb", buffering=0) as fh:
-        buf = bytearray(CHUNK)
-        while fh.readinto(buf):
-            pass
-
-
 # --- one run of each contender -------------------------------------------------------------------------
 def ours(src: Path, dst: Path, **kwargs: object) -> float:
     dst.unlink(missing_ok=True)
@@ -165,23 +92,23 @@ def ours(src: Path, dst: Path, **kwargs: object) -> float:
 
 def ours_cli(src: Path, dst: Path, extra: list[str]) -> float:
     dst.unlink(missing_ok=True)
-    return timed_cmd([*vhdx_script(), "convert", "-q", "--no-progress", *extra, str(src), str(dst)])
+    return timed_cmd([*vhdx_script(), "convert", "-q", "--no-progress", *extra, str(src), str(dst)], prog=PROG)
 
 
 def qemu(src: Path, dst: Path, src_fmt: str, dst_fmt: str, options: list[str]) -> float:
     dst.unlink(missing_ok=True)
-    return timed_cmd(["qemu-img", "convert", "-f", src_fmt, "-O", dst_fmt, *options, str(src), str(dst)])
+    return timed_cmd(["qemu-img", "convert", "-f", src_fmt, "-O", dst_fmt, *options, str(src), str(dst)], prog=PROG)
 
 
 # --- checks: a fast result that is wrong counts for nothing ----------------------------------------------
 def check_same(a: Path, fa: str, b: Path, fb: str, who: str) -> None:
-    got = run(["qemu-img", "compare", "-f", fa, "-F", fb, str(a), str(b)])
+    got = run(["qemu-img", "compare", "-f", fa, "-F", fb, str(a), str(b)], check=False, text=True)
     if got.returncode != 0:
         sys.exit(f"compare_convert: {who}'s output differs from the source: {got.stdout.strip()} {got.stderr.strip()}")
 
 
 def check_image(path: Path, who: str, data_blocks: int | None) -> None:
-    got = run(["qemu-img", "check", "-f", "vhdx", str(path)])
+    got = run(["qemu-img", "check", "-f", "vhdx", str(path)], check=False, text=True)
     if got.returncode != 0:
         sys.exit(f"compare_convert: qemu-img check fails on {who}'s image: {got.stdout.strip()} {got.stderr.strip()}")
     if data_blocks is not None:
@@ -192,30 +119,6 @@ def check_image(path: Path, who: str, data_blocks: int | None) -> None:
 
 
 # --- report -------------------------------------------------------------------------------------------------
-@dataclass
-class Row:
-    target: str
-    what: str
-    ours: str
-    other: str
-    ratio: str
-    verdict: str
-
-
-def print_table(rows: list[Row]) -> None:
-    heads = Row("target", "measure", "ours", "qemu-img", "ratio", "result")
-    table = [(r.target, r.what, r.ours, r.other, r.ratio, r.verdict) for r in [heads, *rows]]
-    widths = [max(len(c) for c in col) for col in zip(*table)]
-    for i, cells in enumerate(table):
-        print("  ".join(c.ljust(w) if j < 2 else c.rjust(w) for j, (c, w) in enumerate(zip(cells, widths))).rstrip())
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
-
-
-def mbps(amount: float, seconds: float) -> str:
-    return f"{amount / seconds / 1e6:,.0f} MB/s"
-
-
 def measure_pair(label: str, what: str, size: int, reps: int, mine: Callable[[], float], peer: Callable[[], float],
                  cli: Callable[[], float] | None, verbose: bool) -> tuple[list[Row], bool]:
     a: list[float] = []
@@ -229,7 +132,7 @@ def measure_pair(label: str, what: str, size: int, reps: int, mine: Callable[[],
     o, q = min(a), min(b)
     ratio = q / o
     rows = [
-        Row(label, what, mbps(size, o), mbps(size, q), f"{ratio:.2f}x", "PASS" if ratio >= 1.0 else "FAIL"),
+        Row(label, what, mbps(size, o), mbps(size, q), f"{ratio:.2f}x", verdict(ratio >= 1.0)),
         Row("", "  (medians)", mbps(size, statistics.median(a)), mbps(size, statistics.median(b)),
             f"{statistics.median(b) / statistics.median(a):.2f}x", ""),
         Row("", "  seconds (best)", f"{o:.3f} s", f"{q:.3f} s", "", "info"),
@@ -261,15 +164,12 @@ def main(argv: list[str] | None = None) -> int:
         args.size = min(args.size, 256 * MiB)
         args.sparse_size = min(args.sparse_size, 2 * GiB)
         args.reps = min(args.reps, 2)
-    need_tool("qemu-img")
+    need_tool("qemu-img", PROG)
     # Room for a source raw, a source VHDX and one output at a time, per case (data only: sparse).
     need = max(0 if args.skip_dense else 3 * args.size,
                0 if args.skip_sparse else int(3.2 * args.fraction * args.sparse_size))
     need += 256 * MiB
-    base = pick_dir(args.dir, need)
-    base.mkdir(parents=True, exist_ok=True)
-    if shutil.disk_usage(base).free < need:
-        sys.exit(f"compare_convert: {base} has less than the {human(need)} needed")
+    base = work_base(args.dir, need, PROG)
     with tempfile.TemporaryDirectory(prefix="vhdx-cbench-", dir=base) as tmp:
         return measure(Path(tmp), args)
 
@@ -277,9 +177,8 @@ def main(argv: list[str] | None = None) -> int:
 def measure(work: Path, args: argparse.Namespace) -> int:
     point, fstype = mount_of(work)
     print(f"images in {work}: {fstype} mounted at {point}")
-    qemu_version = run(["qemu-img", "--version"]).stdout.splitlines()[0]
-    print(f"python {sys.version.split()[0]}, vhdx {getattr(vhdx, '__version__', '?')}, {qemu_version}, "
-          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; {args.reps} repetitions, best run decides")
+    qemu_version = run(["qemu-img", "--version"], check=False, text=True).stdout.splitlines()[0]
+    print(environment(getattr(vhdx, '__version__', '?'), qemu_version, args.reps))
     rng = np.random.default_rng(args.seed)
     rows: list[Row] = []
     failed = False
@@ -342,7 +241,7 @@ def measure(work: Path, args: argparse.Namespace) -> int:
             f.unlink(missing_ok=True)
 
     print()
-    print_table(rows)
+    print_table(rows, "qemu-img")
     print()
     print("MB/s of virtual disk; ratio = qemu-img time / our time (above 1 means ours is faster); best of the "
           "repetitions unless marked median.")

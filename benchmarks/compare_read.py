@@ -38,9 +38,7 @@ import ctypes
 import gc
 import mmap
 import os
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -51,74 +49,22 @@ from pathlib import Path
 
 import numpy as np
 
-try:
-    import vhdx
-except ImportError:  # running from a checkout without an installed package
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
-    import vhdx
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _common.py, beside this script
+from _common import GiB, MiB, Row, human, need_tool, parse_size, print_table, run, timed_cmd, verdict, warm  # noqa: E402
+from _common import mbps as _mbps, opsps as _opsps  # noqa: E402
+
+import vhdx  # noqa: E402  (_common puts the checkout's src/ on sys.path when vhdx is not installed)
 
 try:
     import pyvhdi
 except ImportError:
     pyvhdi = None
 
-MiB = 1 << 20
-GiB = 1 << 30
 CHUNK = 16 * MiB  # granularity of image building and cache warming
 SPARSE_GRAIN = 32 * MiB  # allocated runs of the sparse image: a multiple of every qemu default block size
 
 
 # --- helpers -----------------------------------------------------------------------------------------
-def parse_size(text: str) -> int:
-    units = {"K": 1 << 10, "M": MiB, "G": GiB, "T": 1 << 40}
-    text = text.strip().upper().removesuffix("IB").removesuffix("B")
-    if text and text[-1] in units:
-        return int(float(text[:-1]) * units[text[-1]])
-    return int(text)
-
-
-def human(n: float) -> str:
-    for unit, div in (("TiB", 1 << 40), ("GiB", GiB), ("MiB", MiB), ("KiB", 1024)):
-        if n >= div:
-            return f"{n / div:g} {unit}"
-    return f"{n:g} B"
-
-
-def run(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(cmd, check=True, capture_output=True, **kw)  # type: ignore[call-overload]
-
-
-def need_tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        sys.exit(f"compare_read: {name} is required to build the test images")
-    return path
-
-
-def warm(path: Path) -> None:
-    """Read the whole file once so that every contender reads from the page cache."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        buf = memoryview(bytearray(CHUNK))
-        off = 0
-        if hasattr(os, "SEEK_DATA"):  # skip the holes of a sparse raw file
-            end = os.fstat(fd).st_size
-            while off < end:
-                try:
-                    start = os.lseek(fd, off, os.SEEK_DATA)
-                except OSError:
-                    break
-                stop = os.lseek(fd, start, os.SEEK_HOLE)
-                while start < stop:
-                    start += os.preadv(fd, [buf[: min(CHUNK, stop - start)]], start) or (stop - start)
-                off = stop
-        else:
-            while os.preadv(fd, [buf], off) > 0:
-                off += CHUNK
-    finally:
-        os.close(fd)
-
-
 def write_random(fd: int, offset: int, length: int, rng: np.random.Generator) -> None:
     end = offset + length
     while offset < end:
@@ -148,7 +94,7 @@ def to_vhdx(raw: Path, out: Path, size: int, block_size: str | None) -> None:
 
 
 def build(work: Path, args: argparse.Namespace) -> Images:
-    need_tool("qemu-img")
+    need_tool("qemu-img", "compare_read", "to build the test images")
     rng = np.random.default_rng(args.seed)
     img = Images(work / "dense.raw", work / "dense.vhdx", work / "sparse.raw", work / "sparse.vhdx",
                  work / "big.vhdx", args.size, args.sparse_size, 0)
@@ -235,8 +181,11 @@ class Sample:
     def median(self) -> float:
         return statistics.median(self.seconds)
 
+    def elapsed(self, how: str = "best") -> float:
+        return self.best() if how == "best" else self.median()
+
     def rate(self, how: str = "best") -> float:
-        return self.amount / (self.best() if how == "best" else self.median())
+        return self.amount / self.elapsed(how)
 
 
 def interleaved(cases: dict[str, Callable[[], float]], reps: int, amounts: dict[str, float]) -> dict[str, Sample]:
@@ -351,12 +300,6 @@ def rand_vhdi(path: Path, offsets: list[int]) -> float:
         return time.perf_counter() - t
     finally:
         f.close()
-
-
-def timed_cmd(cmd: list[str]) -> float:
-    t = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    return time.perf_counter() - t
 
 
 def qemu_read(path: Path, size: int) -> float:
@@ -482,37 +425,12 @@ def open_memory(path: Path) -> tuple[int, int, int, int]:
 
 
 # --- report -------------------------------------------------------------------------------------------
-@dataclass
-class Row:
-    target: str
-    what: str
-    ours: str
-    other: str
-    ratio: str
-    verdict: str
-
-
 def mbps(s: Sample, how: str = "best") -> str:
-    return f"{s.rate(how) / 1e6:,.0f} MB/s"
+    return _mbps(s.amount, s.elapsed(how))
 
 
 def opsps(s: Sample, how: str = "best") -> str:
-    return f"{s.rate(how):,.0f} op/s"
-
-
-def print_table(rows: list[Row]) -> None:
-    heads = Row("target", "measure", "ours", "reference", "ratio", "result")
-    cols = list(zip(*[(r.target, r.what, r.ours, r.other, r.ratio, r.verdict) for r in [heads, *rows]]))
-    widths = [max(len(c) for c in col) for col in cols]
-    for i, r in enumerate([heads, *rows]):
-        cells = (r.target, r.what, r.ours, r.other, r.ratio, r.verdict)
-        print("  ".join(c.ljust(w) if j < 2 else c.rjust(w) for j, (c, w) in enumerate(zip(cells, widths))).rstrip())
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
-
-
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
+    return _opsps(s.amount, s.elapsed(how))
 
 
 # Two readers that both end in the kernel's page-cache copy tie; run-to-run noise on a shared
@@ -734,7 +652,7 @@ def measure(work: Path, args: argparse.Namespace) -> int:
                     f"kept {current / max(entries, 1):.1f} B, RSS +{rss_delta / max(entries, 1):.1f} B", "", verdict(ok)))
 
     print()
-    print_table(rows)
+    print_table(rows, "reference")
     print()
     print("ratio = ours / reference (above 1 means ours is faster), except where noted; "
           "best of the repetitions unless marked median;")

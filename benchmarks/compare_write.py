@@ -52,80 +52,19 @@ from pathlib import Path
 
 import numpy as np
 
-try:
-    import vhdx
-except ImportError:  # running from a checkout without an installed package
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
-    import vhdx
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _common.py, beside this script
+from _common import (GiB, KiB, MiB, Row, environment, human, mbps, mount_of, need_tool, opsps,  # noqa: E402
+                     parse_size, print_table, run, timed_cmd, verdict, work_base)
 
-KiB = 1 << 10
-MiB = 1 << 20
-GiB = 1 << 30
+import vhdx  # noqa: E402  (_common puts the checkout's src/ on sys.path when vhdx is not installed)
+
+PROG = "compare_write"
 CHUNK = 16 * MiB  # granularity of building the source file
 WRITE = 4 * KiB  # the random write size
 RAND_DISK = 8 * GiB  # virtual size of the random-write images
 
 
 # --- helpers -----------------------------------------------------------------------------------------
-def parse_size(text: str) -> int:
-    units = {"K": KiB, "M": MiB, "G": GiB, "T": 1 << 40}
-    text = text.strip().upper().removesuffix("IB").removesuffix("B")
-    if text and text[-1] in units:
-        return int(float(text[:-1]) * units[text[-1]])
-    return int(text)
-
-
-def human(n: float) -> str:
-    for unit, div in (("TiB", 1 << 40), ("GiB", GiB), ("MiB", MiB), ("KiB", KiB)):
-        if n >= div:
-            return f"{n / div:g} {unit}"
-    return f"{n:g} B"
-
-
-def need_tool(name: str) -> None:
-    if shutil.which(name) is None:
-        sys.exit(f"compare_write: {name} is required (it is the peer being compared against)")
-
-
-def run(cmd: list[str], *, stdin: Path | None = None) -> subprocess.CompletedProcess[bytes]:
-    with open(stdin if stdin is not None else os.devnull, "rb") as fh:
-        return subprocess.run(cmd, check=True, stdin=fh, capture_output=True)
-
-
-def timed_cmd(cmd: list[str], *, stdin: Path | None = None) -> float:
-    """Wall time of a whole process (start-up included: our runs include open and close too)."""
-    with open(stdin if stdin is not None else os.devnull, "rb") as fh:
-        t = time.perf_counter()
-        subprocess.run(cmd, check=True, stdin=fh, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        return time.perf_counter() - t
-
-
-def mount_of(path: Path) -> tuple[str, str]:
-    """(mount point, file system type) holding ``path``, from /proc/mounts when there is one."""
-    best = ("?", "?")
-    try:
-        with open("/proc/mounts") as fh:
-            mounts = [line.split()[1:3] for line in fh]
-    except OSError:
-        return best
-    real = os.path.realpath(path)
-    for point, fstype in mounts:
-        point = point.replace("\\040", " ")
-        if (real == point or real.startswith(point.rstrip("/") + "/")) and len(point) >= len(best[0]):
-            best = (point, fstype)
-    return best
-
-
-def pick_dir(requested: Path | None, need: int) -> Path:
-    """--dir, else /dev/shm when it has room for every file of the run, else /tmp."""
-    if requested is not None:
-        return requested
-    shm = Path("/dev/shm")
-    if shm.is_dir() and os.access(shm, os.W_OK) and shutil.disk_usage(shm).free >= need:
-        return shm
-    return Path(tempfile.gettempdir())
-
-
 class FsyncTimer:
     """Wraps os.fsync and os.fdatasync for the whole process: calls and seconds spent."""
 
@@ -306,44 +245,12 @@ def check_rand(image: Path, expect: dict[int, int], who: str, work: Path, sample
 
 
 # --- report -------------------------------------------------------------------------------------------
-@dataclass
-class Row:
-    target: str
-    what: str
-    ours: str
-    other: str
-    ratio: str
-    verdict: str
-
-
-def print_table(rows: list[Row]) -> None:
-    heads = Row("target", "measure", "ours", "peer", "ratio", "result")
-    table = [(r.target, r.what, r.ours, r.other, r.ratio, r.verdict) for r in [heads, *rows]]
-    widths = [max(len(c) for c in col) for col in zip(*table)]
-    for i, cells in enumerate(table):
-        print("  ".join(c.ljust(w) if j < 2 else c.rjust(w) for j, (c, w) in enumerate(zip(cells, widths))).rstrip())
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
-
-
 def best(runs: list[Run]) -> Run:
     return min(runs, key=lambda r: r.seconds)
 
 
 def med(runs: list[Run]) -> float:
     return statistics.median(r.seconds for r in runs)
-
-
-def mbps(amount: float, seconds: float) -> str:
-    return f"{amount / seconds / 1e6:,.0f} MB/s"
-
-
-def opsps(amount: float, seconds: float) -> str:
-    return f"{amount / seconds:,.0f} op/s"
-
-
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
 
 
 def journal_rows(label: str, run: Run) -> list[Row]:
@@ -394,15 +301,12 @@ def main(argv: list[str] | None = None) -> int:
         args.reps = min(args.reps, 2)
     if args.size % args.request or args.size <= 0:
         p.error("--size must be a positive multiple of --request")
-    need_tool("qemu-img")
-    need_tool("qemu-io")
+    need_tool("qemu-img", PROG)
+    need_tool("qemu-io", PROG)
 
     # Room for the source, both sequential images, and the (sparse) random-write images.
     need = 3 * args.size + 256 * MiB
-    base = pick_dir(args.dir, need)
-    base.mkdir(parents=True, exist_ok=True)
-    if shutil.disk_usage(base).free < need:
-        sys.exit(f"compare_write: {base} has less than the {human(need)} needed")
+    base = work_base(args.dir, need, PROG)
     with tempfile.TemporaryDirectory(prefix="vhdx-wbench-", dir=base) as tmp:
         return measure(Path(tmp), args)
 
@@ -412,8 +316,7 @@ def measure(work: Path, args: argparse.Namespace) -> int:
     note = " (tmpfs: fsync costs next to nothing)" if fstype == "tmpfs" else ""
     print(f"images in {work}: {fstype} mounted at {point}{note}")
     qemu_version = run(["qemu-img", "--version"]).stdout.decode().splitlines()[0]
-    print(f"python {sys.version.split()[0]}, vhdx {getattr(vhdx, '__version__', '?')}, {qemu_version}, "
-          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; {args.reps} repetitions, best run decides")
+    print(environment(getattr(vhdx, '__version__', '?'), qemu_version, args.reps))
     rng = np.random.default_rng(args.seed)
     rows: list[Row] = []
     failed = False
@@ -507,7 +410,7 @@ def measure(work: Path, args: argparse.Namespace) -> int:
                 f.unlink(missing_ok=True)
 
     print()
-    print_table(rows)
+    print_table(rows, "peer")
     print()
     print("ratio = peer time / our time (above 1 means ours is faster); best of the repetitions unless "
           "marked median. fsync figures are ours, timed in this process.")

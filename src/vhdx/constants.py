@@ -141,6 +141,9 @@ LOG_PROTECTED_PREFIX: Final = REGION_TABLE_1_OFFSET
 # --- Policy limits of this implementation (documented in the README) ------------------------
 # Longest differencing chain we follow; Hyper-V's own limit is far lower in practice.
 MAX_CHAIN_DEPTH: Final = 128
+# Payload blocks examined per step when listing extents: bounds the temporary arrays (about 20
+# bytes a block) however large the BAT is.
+EXTENT_WINDOW_BLOCKS: Final = 1024 * 1024
 # No valid image is larger than this: 64 TiB of payload plus its BAT and bitmaps is under 65 TiB.
 # File offsets and sizes read from the file beyond it are corrupt.
 MAX_FILE_SIZE: Final = 128 * TiB

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from ..constants import BAT_FILE_OFFSET_MASK, BAT_STATE_MASK, KiB, PayloadBlockState
+from ..constants import BAT_FILE_OFFSET_MASK, BAT_STATE_MASK, EXTENT_WINDOW_BLOCKS, KiB, PayloadBlockState
 from ..errors import ParentNotFoundError
 from .bitmap import SectorBitmaps
 from .image import Image
@@ -188,6 +188,14 @@ class BlockEngine:
             return
         shift, bs = self._shift, self.block_size
         b0, b1 = offset >> shift, ((end - 1) >> shift) + 1
+        if b1 - b0 > EXTENT_WINDOW_BLOCKS:
+            # Work through a huge BAT a window at a time, so the temporary arrays stay small
+            # (merge() joins runs across window edges).
+            for w0 in range(b0, b1, EXTENT_WINDOW_BLOCKS):
+                lo = max(offset, w0 << shift)
+                hi = min(end, (w0 + EXTENT_WINDOW_BLOCKS) << shift)
+                yield from self.extents(lo, hi - lo, depth)
+            return
         entries = self.payload[b0:b1]
         states = (entries & np.uint64(BAT_STATE_MASK)).astype(np.uint8)
         classes = STATE_CLASS[states]

@@ -135,9 +135,13 @@ class Journal:
         while pos < end:
             sector_offset = align_down(pos, LOG_SECTOR_SIZE)
             n = min(end, sector_offset + LOG_SECTOR_SIZE) - pos
-            sector = self._sector(sector_offset)
             at = pos - sector_offset
-            sector[at : at + n] = view[pos - file_offset : pos - file_offset + n]
+            if n == LOG_SECTOR_SIZE:
+                # A whole sector replaces what was there: no need to read it first.
+                self._staged[sector_offset] = bytearray(view[pos - file_offset : pos - file_offset + n])
+            else:
+                sector = self._sector(sector_offset)
+                sector[at : at + n] = view[pos - file_offset : pos - file_offset + n]
             pos += n
 
     def stage_zero(self, file_offset: int, length: int) -> None:

@@ -22,10 +22,12 @@ from ..constants import (
     BAT_ENTRY_SIZE,
     BAT_FILE_OFFSET_MASK,
     BAT_STATE_MASK,
+    LOG_SECTOR_SIZE,
     SECTOR_BITMAP_BLOCK_SIZE,
     PayloadBlockState,
     SectorBitmapState,
 )
+from ..structs import bat as bat_struct
 from ..structs.bat import make_entry
 from .allocator import FreeSpace
 from .engine import BlockEngine, zero_fill
@@ -38,6 +40,7 @@ _NOT_PRESENT = int(PayloadBlockState.NOT_PRESENT)
 _ZERO = int(PayloadBlockState.ZERO)
 _UNMAPPED = int(PayloadBlockState.UNMAPPED)
 _ZERO_CHUNK = bytes(SECTOR_BITMAP_BLOCK_SIZE)
+_ENTRIES_PER_LOG_SECTOR = LOG_SECTOR_SIZE // BAT_ENTRY_SIZE
 
 
 class WritableEngine(BlockEngine):
@@ -54,6 +57,7 @@ class WritableEngine(BlockEngine):
             self.bitmaps._read_into = self.journal.read_into
         self.allocator = FreeSpace(image.source, self._used_end())
         self._data_written = False
+        self._dirty_bat_sectors: set[int] = set()
 
     def _used_end(self) -> int:
         """End of the last structure in the file (regions, log, blocks; blocks may pass EOF).
@@ -78,8 +82,20 @@ class WritableEngine(BlockEngine):
         self._set_bat(index, value)
 
     def _set_bat(self, index: int, value: int) -> None:
+        """Change one BAT entry in memory; its 4 KiB sector is staged whole at the next flush."""
+        if int(self.image.bat[index]) == value:
+            return
         self.image.bat[index] = value
-        self.journal.stage(self._bat_offset + index * BAT_ENTRY_SIZE, int(value).to_bytes(BAT_ENTRY_SIZE, "little"))
+        self._dirty_bat_sectors.add(index // _ENTRIES_PER_LOG_SECTOR)
+
+    def _stage_bat(self) -> None:
+        """Stage every changed BAT sector from the in-memory BAT (one slice per sector, no reads)."""
+        bat = self.image.bat
+        for sector in sorted(self._dirty_bat_sectors):
+            first = sector * _ENTRIES_PER_LOG_SECTOR
+            entries = bat[first : first + _ENTRIES_PER_LOG_SECTOR]
+            self.journal.stage(self._bat_offset + first * BAT_ENTRY_SIZE, bat_struct.build(entries))
+        self._dirty_bat_sectors.clear()
 
     # --- writes --------------------------------------------------------------------------------------
     def write(self, offset: int, data: memoryview) -> None:
@@ -216,6 +232,7 @@ class WritableEngine(BlockEngine):
     # --- durability ---------------------------------------------------------------------------------
     def flush(self) -> None:
         """Make every acknowledged write durable: payload synced, metadata committed via the log."""
+        self._stage_bat()
         if self.journal.dirty:
             self.journal.commit(last_file_offset=self.allocator.end)
         elif self._data_written:

@@ -271,6 +271,25 @@ def open(  # noqa: A001 - mirrors the builtin, as gzip.open and zipfile do
     if mode not in ("rb", "r", "r+b", "rb+"):
         raise ValueError(f"invalid mode {mode!r} (use 'rb' or 'r+b')")
     writable = "+" in mode
+    explicit: str | os.PathLike[str] | BlockEngine | None
+    explicit = parent._engine if isinstance(parent, VirtualDisk) else parent
+    engine = open_engine(file, writable=writable, parent_search=parent_search, parent=explicit,
+                         ignore_id_mismatch=ignore_id_mismatch, require_parent=require_parent)
+    return VirtualDisk(engine, mode="r+b" if writable else "rb")
+
+
+def open_engine(
+    file: str | os.PathLike[str] | BinaryIO,
+    *,
+    writable: bool = False,
+    parent_search: Sequence[str | os.PathLike[str]] = (),
+    parent: str | os.PathLike[str] | BlockEngine | None = None,
+    ignore_id_mismatch: bool = False,
+    require_parent: bool = True,
+) -> BlockEngine:
+    """Open the block engine behind ``open()``, for the operations (``vhdx.ops``) that work on
+    BATs and metadata rather than bytes: a ``WritableEngine`` when ``writable``, locked against
+    other writers. Arguments as for ``open()``; the caller closes the engine."""
     source: RandomAccess
     if isinstance(file, (str, os.PathLike)):
         source = FileSource.open(file, writable=writable)
@@ -284,16 +303,13 @@ def open(  # noqa: A001 - mirrors the builtin, as gzip.open and zipfile do
         except BaseException:
             source.close()
             raise
-    explicit: str | os.PathLike[str] | BlockEngine | None
-    explicit = parent._engine if isinstance(parent, VirtualDisk) else parent
-    options = ChainOptions(parent_search=parent_search, parent=explicit, ignore_id_mismatch=ignore_id_mismatch,
+    options = ChainOptions(parent_search=parent_search, parent=parent, ignore_id_mismatch=ignore_id_mismatch,
                            require_parent=require_parent, writable=writable)
     try:
-        engine = build_engine(source, options)
+        return build_engine(source, options)
     except BaseException:
         source.close()
         raise
-    return VirtualDisk(engine, mode="r+b" if writable else "rb")
 
 
 def _lock(source: RandomAccess) -> None:
@@ -312,4 +328,4 @@ def _lock(source: RandomAccess) -> None:
                         image=source.name) from None
 
 
-__all__ = ["DiskType", "VirtualDisk", "open", "VhdxError"]
+__all__ = ["DiskType", "VirtualDisk", "open", "open_engine", "VhdxError"]

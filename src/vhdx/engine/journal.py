@@ -85,20 +85,25 @@ class Journal:
         self.stats.header_updates += 1
         self.stats.syncs += 2
 
-    def begin(self, *, visible: bool) -> None:
+    def begin(self, *, visible: bool, data_write_guid: uuid.UUID | None = None) -> None:
         """Prepare for a change: the session's header update (5.4), once; a new DataWriteGuid
-        before the first change a reader could see."""
+        before the first change a reader could see.
+
+        ``data_write_guid`` picks that new DataWriteGuid instead of a random one: a merge records
+        it in the children's ``parent_linkage2`` first, so they stay linked whatever happens
+        (VHDX-FORMAT.md 7.6).
+        """
         if not self._session:
             changes: dict[str, object] = {"file_write_guid": uuid.uuid4(), "log_guid": uuid.uuid4()}
             if visible:
-                changes["data_write_guid"] = uuid.uuid4()
+                changes["data_write_guid"] = data_write_guid or uuid.uuid4()
                 self._data_guid_changed = True
             self.update_header(**changes)
             self._session = True
             self._sequence = 0
             self._write_pos = 0
         elif visible and not self._data_guid_changed:
-            self.update_header(data_write_guid=uuid.uuid4())
+            self.update_header(data_write_guid=data_write_guid or uuid.uuid4())
             self._data_guid_changed = True
 
     @property

@@ -17,16 +17,24 @@ from __future__ import annotations
 
 import numpy as np
 
+import uuid
+
 from .._units import align_down, align_up
 from ..constants import (
     BAT_ENTRY_SIZE,
     BAT_FILE_OFFSET_MASK,
     BAT_STATE_MASK,
     LOG_SECTOR_SIZE,
+    OBJECT_ALIGNMENT,
+    REGION_TABLE_1_OFFSET,
+    REGION_TABLE_2_OFFSET,
     SECTOR_BITMAP_BLOCK_SIZE,
     PayloadBlockState,
     SectorBitmapState,
 )
+from ..errors import UnsupportedError
+from ..model.metadata import Metadata, MetadataItem, build_metadata_region, known_entries, parse_metadata_region, system_items
+from ..model.region_table import RegionTable, build_region_table
 from ..structs import bat as bat_struct
 from ..structs.bat import make_entry
 from .allocator import FreeSpace
@@ -228,6 +236,65 @@ class WritableEngine(BlockEngine):
             self.write(pos, memoryview(_ZERO_CHUNK)[:k])
             pos += k
             n -= k
+
+    # --- structural edits (resize, set, set-parent, merge, compact) --------------------------------------
+    def stage_metadata(self, metadata: Metadata, locator: bytes | None, *, visible: bool,
+                       data_write_guid: uuid.UUID | None = None) -> None:
+        """Stage a metadata region laid out anew from ``metadata`` (and ``locator``, the parent
+        locator item of a differencing disk), keeping every unknown item (VHDX-FORMAT.md 6.3, 7).
+
+        Only the 4 KiB sectors whose bytes change are staged, so the change normally fits one log
+        entry and lands atomically at the next ``flush``. ``visible`` says whether a reader sees
+        a different disk afterwards (a new size: yes; a new parent path or disk id: no), which
+        decides whether the DataWriteGuid changes (5.4).
+        """
+        region = self.image.region_table.metadata
+        current = bytearray(region.length)
+        self.journal.read_into(region.file_offset, memoryview(current))
+        known = known_entries(self.image.metadata.entries)
+        kept = [MetadataItem(e.item_id, bytes(current[e.offset : e.offset + e.length]), e.flags)
+                for e in self.image.metadata.entries if e.item_id not in known]
+        try:
+            new = build_metadata_region(system_items(metadata, locator) + kept, region.length)
+        except ValueError:
+            raise UnsupportedError("the new metadata items do not fit in the metadata region",
+                                   image=self.image.name, structure="metadata region", offset=region.file_offset) from None
+        changed = [s for s in range(0, region.length, LOG_SECTOR_SIZE)
+                   if new[s : s + LOG_SECTOR_SIZE] != current[s : s + LOG_SECTOR_SIZE]]
+        if not changed:
+            return
+        self.journal.begin(visible=visible, data_write_guid=data_write_guid)
+        for s in changed:
+            self.journal.stage(region.file_offset + s, new[s : s + LOG_SECTOR_SIZE])
+        self.image.metadata = parse_metadata_region(new, region.file_offset)
+
+    def stage_region_table(self, table: RegionTable) -> None:
+        """Stage both copies of the region table (6.4: identical, changed only through the log)."""
+        raw = build_region_table(table)
+        self.journal.begin(visible=False)
+        for offset in (REGION_TABLE_1_OFFSET, REGION_TABLE_2_OFFSET):
+            self.journal.stage(offset, raw)
+        self.image.region_table = table
+
+    def truncate_file(self, size: int) -> None:
+        """Shrink the file to ``size`` once nothing referenced lies past it.
+
+        Everything is committed and the log marked empty first (LogGuid = 0): with no log to
+        replay, a crash after the truncation cannot meet an entry whose FlushedFileOffset is past
+        the new end (VHDX-FORMAT.md 10.3, 10.6 step 6).
+        """
+        self.flush()
+        if self.journal.in_session:
+            self.journal.close_session()
+        if self.source.size() > size:
+            self.source.truncate(size)
+            self.source.sync()
+            self.journal.stats.syncs += 1
+        self.allocator.end = align_up(max(size, self._structures_end()), OBJECT_ALIGNMENT)
+
+    def _structures_end(self) -> int:
+        header = self.journal.header
+        return max([header.log_offset + header.log_length] + [e.end for e in self.image.region_table.entries])
 
     # --- durability ---------------------------------------------------------------------------------
     def flush(self) -> None:

@@ -209,6 +209,13 @@ def decode_metadata(entries: tuple[MetadataEntry, ...], values: dict[uuid.UUID, 
     return metadata
 
 
+def parse_metadata_region(region: bytes | bytearray | memoryview, region_offset: int) -> Metadata:
+    """Decode a whole metadata region held in memory (table, then the known items)."""
+    entries = parse_metadata_table(region[:METADATA_TABLE_SIZE], region_offset, len(region))
+    values = {guid: bytes(region[e.offset : e.offset + e.length]) for guid, e in known_entries(entries).items()}
+    return decode_metadata(entries, values, region_offset)
+
+
 @dataclass(frozen=True, slots=True)
 class MetadataItem:
     """One item to lay out in a new metadata region."""

@@ -155,3 +155,25 @@ DEFAULT_LOG_SIZE: Final = 1 * MiB
 DEFAULT_LOGICAL_SECTOR_SIZE: Final = 512
 DEFAULT_PHYSICAL_SECTOR_SIZE: Final = 4096
 METADATA_REGION_SIZE: Final = 1 * MiB
+
+# --- Partition tables inside the virtual disk (MBR; UEFI 2.10 section 5.3, GPT) ----------------------
+# Not part of VHDX: read to list and extract partitions. LBAs count logical sectors of the disk.
+MBR_SIZE: Final = 512
+MBR_PARTITION_TABLE_OFFSET: Final = 446
+MBR_PARTITION_ENTRIES: Final = 4
+MBR_DISK_SIGNATURE_OFFSET: Final = 440
+MBR_BOOT_SIGNATURE: Final = b"\x55\xaa"
+MBR_BOOT_SIGNATURE_OFFSET: Final = 510
+MBR_ACTIVE_FLAG: Final = 0x80
+MBR_TYPE_EMPTY: Final = 0x00
+MBR_TYPE_PROTECTIVE_GPT: Final = 0xEE
+MBR_EXTENDED_TYPES: Final = frozenset({0x05, 0x0F, 0x85})
+MBR_FIRST_LOGICAL_INDEX: Final = 5  # logical partitions are numbered from 5, as Linux does
+MAX_LOGICAL_PARTITIONS: Final = 1024  # an EBR chain longer than this is corrupt (or a loop)
+GPT_SIGNATURE: Final = b"EFI PART"
+GPT_HEADER_LBA: Final = 1
+GPT_HEADER_MIN_SIZE: Final = 92
+GPT_ENTRY_MIN_SIZE: Final = 128
+# Bounds against hostile tables: the entry array read is at most this big (128 x 128 bytes is normal).
+GPT_MAX_ENTRY_ARRAY: Final = 1 * MiB
+GPT_NAME_SIZE: Final = 72

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..constants import MiB
 from ..disk import VirtualDisk
 from ..errors import VhdxError
 from ..model.partitions import Partition
@@ -23,7 +24,7 @@ from .progress import ProgressCallback, ProgressReporter
 from .result import OperationResult
 
 DEFAULT_ALGORITHMS = ("sha256",)
-HASH_CHUNK = 8 << 20  # bytes read per step
+HASH_CHUNK = 8 * MiB  # bytes read per step
 
 
 @dataclass(frozen=True)

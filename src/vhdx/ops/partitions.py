@@ -6,6 +6,7 @@ import os
 import time
 from dataclasses import dataclass
 
+from ..constants import MiB
 from ..disk import VirtualDisk
 from ..errors import VhdxError
 from ..model.partitions import Partition, PartitionTable, read_partition_table
@@ -13,7 +14,7 @@ from ..newfile import discard, make_temp, publish
 from .progress import ProgressCallback, ProgressReporter
 from .result import OperationResult
 
-COPY_CHUNK = 4 << 20  # bytes per read when extracting
+COPY_CHUNK = 8 * MiB  # bytes per read when extracting
 
 
 def list_partitions(disk: VirtualDisk) -> PartitionTable:

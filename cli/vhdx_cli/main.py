@@ -39,6 +39,12 @@ Examples:
   vhdx cat disk.vhdx > disk.raw
   vhdx map --json disk.vhdx
   vhdx chain child.avhdx
+  vhdx info --json https://example.org/vms/disk.vhdx    # read-only commands take fsspec URLs
+  vhdx batch hash '/vms/**/*.vhdx' --output hashes.jsonl --workers 4
+
+Read-only commands (info, cat, map, chain, check, hash, partitions, extract, convert's source)
+accept URLs (s3://, gs://, az://, http(s)://, file://, memory://) when the 'remote' extra is
+installed (pip install 'vhdx[remote]'; s3fs, gcsfs or adlfs for s3://, gs://, az://).
 
 Run 'vhdx COMMAND --help' for the options and examples of each command.
 """

@@ -162,6 +162,9 @@ def info_document(disk: vhdx.VirtualDisk, info: vhdx.DiskInfo) -> dict[str, Any]
     data = {kebab(key): value for key, value in info.to_dict().items() if key not in _QEMU_INFO_KEYS and key != "chain"}
     document["format-specific"] = {"type": "vhdx", "data": data}
     document["chain"] = chain_document(disk, info)
+    remote = disk.remote_stats()
+    if remote is not None:  # an image read by URL: what reading it cost (the whole chain, so far)
+        document["remote"] = {kebab(key): value for key, value in remote.items()}
     return document
 
 
@@ -202,6 +205,9 @@ def info_lines(disk: vhdx.VirtualDisk, info: vhdx.DiskInfo) -> list[str]:
         ("allocated blocks", f"{info.allocated_blocks} of {info.total_blocks}"),
         ("fragmentation", f"{info.fragmentation_percentage}%"),
     ]
+    remote = disk.remote_stats()
+    if remote is not None:
+        detail.append(("fetched", f"{size_with_bytes(remote['bytes_fetched'])} in {remote['requests']} requests"))
     lines.extend(f"{INDENT}{key}: {value}" for key, value in detail)
     if info.parent_locator is not None:
         if info.parent_path is not None:

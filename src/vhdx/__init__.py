@@ -10,6 +10,7 @@ from __future__ import annotations
 from .create import create
 from .disk import DiskType, VirtualDisk, open
 from .engine.mapping import Extent
+from .engine.source import RemoteOptions
 from .errors import (
     ChecksumError,
     CorruptStructureError,
@@ -20,6 +21,7 @@ from .errors import (
     ParentMismatchError,
     ParentNotFoundError,
     ReadOnlyError,
+    RepairNeededError,
     SignatureError,
     TruncatedError,
     UnsupportedError,
@@ -42,6 +44,8 @@ __all__ = [
     "ParentMismatchError",
     "ParentNotFoundError",
     "ReadOnlyError",
+    "RemoteOptions",
+    "RepairNeededError",
     "SignatureError",
     "TruncatedError",
     "UnsupportedError",

@@ -144,9 +144,22 @@ MAX_CHAIN_DEPTH: Final = 128
 # Payload blocks examined per step when listing extents: bounds the temporary arrays (about 20
 # bytes a block) however large the BAT is.
 EXTENT_WINDOW_BLOCKS: Final = 1024 * 1024
+# Log entries may carry sectors past their descriptors' (MS-VHDX allows it; writers do not).
+# Checksumming such extra sectors is the one part of a log scan that candidate entries can make
+# overlap; the extra bytes checksummed in one scan stop at this many times the log length.
+LOG_EXTRA_CHECKSUM_FACTOR: Final = 4
+# Key/value entries read from a parent locator: Hyper-V writes five, the field allows 65535, and
+# each entry decodes two strings, so a hostile count would cost seconds and memory per open.
+MAX_PARENT_LOCATOR_ENTRIES: Final = 1024
 # No valid image is larger than this: 64 TiB of payload plus its BAT and bitmaps is under 65 TiB.
 # File offsets and sizes read from the file beyond it are corrupt.
 MAX_FILE_SIZE: Final = 128 * TiB
+# Remote images (fsspec URLs): reads smaller than a cache block fetch the aligned block around
+# them and keep it in an LRU cache of this many blocks (64 MiB at most); larger reads are fetched
+# exactly, in requests of at most REMOTE_MAX_REQUEST bytes, and not cached.
+REMOTE_CACHE_BLOCK_SIZE: Final = 1 * MiB
+REMOTE_CACHE_BLOCKS: Final = 64
+REMOTE_MAX_REQUEST: Final = 64 * MiB
 
 # --- Defaults for new files (VHDX-FORMAT.md 11; Hyper-V's observed defaults) ------------------
 DEFAULT_BLOCK_SIZE: Final = 32 * MiB  # fixed and dynamic

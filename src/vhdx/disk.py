@@ -19,7 +19,7 @@ from typing import BinaryIO, Literal
 from .engine.chain import ChainOptions, build_engine
 from .engine.engine import BlockEngine
 from .engine.mapping import Extent, merge
-from .engine.source import FileSource, RandomAccess, source_for_fileobj
+from .engine.source import FileSource, RandomAccess, RemoteOptions, RemoteSource, is_url, open_source, source_for_fileobj
 from .engine.writer import WritableEngine
 from .errors import ReadOnlyError, VhdxError
 from .info import DiskInfo, describe
@@ -205,6 +205,26 @@ class VirtualDisk(io.RawIOBase):
             raise ValueError("I/O operation on closed disk")
 
     # --- inspection -------------------------------------------------------------------------------
+    def remote_stats(self) -> dict[str, int] | None:
+        """For an image read by URL: what its files (the chain's remote ones) cost so far, as
+        ``bytes_fetched``, ``requests``, ``cache_hits``, ``cache_misses``, ``cached_bytes`` (held in
+        the block caches now) and ``remote_files``; None when every file is local."""
+        self._check_open()
+        totals = {"bytes_fetched": 0, "requests": 0, "cache_hits": 0, "cache_misses": 0, "cached_bytes": 0,
+                  "remote_files": 0}
+        engine: BlockEngine | None = self._engine
+        while engine is not None:
+            raw = engine.image.raw_source
+            if isinstance(raw, RemoteSource):
+                totals["bytes_fetched"] += raw.bytes_fetched
+                totals["requests"] += raw.requests
+                totals["cache_hits"] += raw.cache_hits
+                totals["cache_misses"] += raw.cache_misses
+                totals["cached_bytes"] += raw.cached_bytes
+                totals["remote_files"] += 1
+            engine = engine.parent
+        return totals if totals["remote_files"] else None
+
     def extents(self, offset: int = 0, length: int | None = None, *, include_parent: bool = True) -> Iterator[Extent]:
         """Yield the allocation map of [offset, offset + length): merged ``Extent`` runs with their
         state (``data``, ``zero``, ``unallocated``), file offset and depth in the chain."""
@@ -246,11 +266,17 @@ def open(  # noqa: A001 - mirrors the builtin, as gzip.open and zipfile do
     parent: str | os.PathLike[str] | VirtualDisk | None = None,
     ignore_id_mismatch: bool = False,
     require_parent: bool = True,
+    remote: RemoteOptions | None = None,
+    allow_damaged: bool = False,
 ) -> VirtualDisk:
     """Open a VHDX image.
 
     Args:
-        file: a path, or a seekable binary file object (left open when the disk is closed).
+        file: a path, a URL read through fsspec (``s3://``, ``gs://``, ``az://``, ``http(s)://``,
+            ``file://``, ``memory://``, ...; read-only, by byte ranges: the optional extra
+            ``vhdx[remote]``, plus s3fs/gcsfs/adlfs for those stores), or a seekable binary file
+            object (left open when the disk is closed). A differencing image given by URL finds its
+            parent next to it on the same store.
         mode: ``"rb"`` (the default; the file is opened read-only and never written) or ``"r+b"``
             (read-write: a pending log is replayed in place first; opening and closing without
             writing leaves the file byte-identical).
@@ -260,13 +286,17 @@ def open(  # noqa: A001 - mirrors the builtin, as gzip.open and zipfile do
             parent_linkage (Hyper-V's ``-IgnoreIdMismatch``).
         require_parent: when False, a differencing disk whose parent cannot be found still opens
             (for inspection); reads that need the parent raise ``ParentNotFoundError``.
+        remote: for a URL, the block cache and fsspec storage options (``RemoteOptions``).
+        allow_damaged: for ``"r+b"``, write even though the open found damage that reads
+            tolerate (``RepairNeededError`` otherwise; README "Hostile input").
 
     Returns:
         A ``VirtualDisk`` positioned at 0.
 
     Raises:
-        VhdxError: the file is not a readable VHDX (a subclass says why).
-        OSError: the file cannot be opened.
+        VhdxError: the file is not a readable VHDX (a subclass says why); ``ReadOnlyError`` for
+            ``"r+b"`` with a URL; ``UnsupportedError`` when fsspec (or the store's package) is missing.
+        OSError: the file cannot be opened (``FileNotFoundError`` for a missing URL too).
     """
     if mode not in ("rb", "r", "r+b", "rb+"):
         raise ValueError(f"invalid mode {mode!r} (use 'rb' or 'r+b')")
@@ -274,7 +304,8 @@ def open(  # noqa: A001 - mirrors the builtin, as gzip.open and zipfile do
     explicit: str | os.PathLike[str] | BlockEngine | None
     explicit = parent._engine if isinstance(parent, VirtualDisk) else parent
     engine = open_engine(file, writable=writable, parent_search=parent_search, parent=explicit,
-                         ignore_id_mismatch=ignore_id_mismatch, require_parent=require_parent)
+                         ignore_id_mismatch=ignore_id_mismatch, require_parent=require_parent, remote=remote,
+                         allow_damaged=allow_damaged)
     return VirtualDisk(engine, mode="r+b" if writable else "rb")
 
 
@@ -286,12 +317,16 @@ def open_engine(
     parent: str | os.PathLike[str] | BlockEngine | None = None,
     ignore_id_mismatch: bool = False,
     require_parent: bool = True,
+    remote: RemoteOptions | None = None,
+    allow_damaged: bool = False,
 ) -> BlockEngine:
     """Open the block engine behind ``open()``, for the operations (``vhdx.ops``) that work on
     BATs and metadata rather than bytes: a ``WritableEngine`` when ``writable``, locked against
     other writers. Arguments as for ``open()``; the caller closes the engine."""
     source: RandomAccess
-    if isinstance(file, (str, os.PathLike)):
+    if is_url(file):  # read-only: ReadOnlyError for a writable open
+        source = open_source(file, writable=writable, remote=remote)  # type: ignore[arg-type]
+    elif isinstance(file, (str, os.PathLike)):
         source = FileSource.open(file, writable=writable)
     elif hasattr(file, "read") and hasattr(file, "seek"):
         source = source_for_fileobj(file, writable=writable, closefd=False)
@@ -304,7 +339,7 @@ def open_engine(
             source.close()
             raise
     options = ChainOptions(parent_search=parent_search, parent=parent, ignore_id_mismatch=ignore_id_mismatch,
-                           require_parent=require_parent, writable=writable)
+                           require_parent=require_parent, writable=writable, allow_damaged=allow_damaged)
     try:
         return build_engine(source, options)
     except BaseException:

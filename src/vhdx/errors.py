@@ -78,6 +78,12 @@ class LogReplayError(FormatError):
     """The log holds an active sequence that cannot be replayed."""
 
 
+class RepairNeededError(CorruptStructureError):
+    """A read-write open found damage that reads tolerate but writes could make worse (a damaged
+    region table copy, ...): writing is refused until the image is repaired (``vhdx check
+    --repair``) or the open passes ``allow_damaged=True``."""
+
+
 class UnsupportedError(VhdxError):
     """A valid file uses something this implementation does not support (for example an
     unknown region or metadata item marked required)."""
@@ -113,6 +119,7 @@ __all__ = [
     "ParentMismatchError",
     "ParentNotFoundError",
     "ReadOnlyError",
+    "RepairNeededError",
     "SignatureError",
     "TruncatedError",
     "UnsupportedError",

@@ -22,9 +22,12 @@ Every structure is examined on its own, so damaged files that cannot be opened a
 reported on: file identifier, both headers, the log, both region tables, the metadata, every
 BAT entry, the sector bitmaps, unreferenced space and the chain of parents. Without --repair
 the file is only read. --repair replays a pending log, restores a damaged header or region
-table from its good copy, detaches BAT entries that cannot be used (the virtual ranges affected
-are listed), moves overlapping blocks apart and truncates unreferenced data at the end of the
-file, all through the log; interior leaks are left to compaction.
+table from its good copy, rewrites a damaged file identifier signature (keeping a readable
+creator string), settles two valid headers that carry the same sequence number but differ (the
+one whose log must be replayed wins, else header 1; the DataWriteGuid kept is listed), detaches
+BAT entries that cannot be used (the virtual ranges affected are listed), moves overlapping
+blocks apart and truncates unreferenced data at the end of the file, all through the log;
+interior leaks are left to compaction.
 
 \b
 Exit status (as qemu-img check):

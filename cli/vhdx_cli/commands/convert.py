@@ -11,6 +11,7 @@ import click
 
 from vhdx._units import format_size
 from vhdx.constants import FILE_IDENTIFIER_SIGNATURE
+from vhdx.engine.source import is_url
 from vhdx.ops.convert import ConvertResult, convert, infer_format
 
 from ..errors import CommandError
@@ -28,6 +29,7 @@ Examples:
   vhdx convert disk.vhdx - | gzip > disk.raw.gz     # raw bytes to stdout
   zcat disk.raw.gz | vhdx convert - disk.vhdx       # raw bytes from stdin
   zcat disk.raw.gz | vhdx convert --size 10G - disk.vhdx   # ... without a temporary file
+  vhdx convert s3://bucket/vms/disk.vhdx disk.raw   # a VHDX source may be a URL (fsspec)
 
 Formats are taken from the file names unless -f/-O say otherwise: .vhdx and .avhdx are VHDX,
 anything else (and '-') is raw. The new image keeps the source's block and sector sizes unless
@@ -89,6 +91,10 @@ def command(src: str, dst: str, src_format: str | None, dst_format: str | None, 
         if given:
             verb = "applies" if len(given) == 1 else "apply"
             raise CommandError(f"{', '.join(given)} {verb} to VHDX output only (DST is raw; use -O vhdx?)")
+    if is_url(dst):
+        raise CommandError(f"{dst}: the destination must be a local file (URLs are read-only)")
+    if is_url(src) and src_format == "raw":
+        raise CommandError(f"{src}: only VHDX images can be read by URL (a raw source must be a local file or '-')")
     if src_format == "raw" and src != "-":
         _warn_if_vhdx(src)
     try:

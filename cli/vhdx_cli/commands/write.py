@@ -42,8 +42,12 @@ def command(image: str, source: str, offset: int, length: int | None, zero: bool
         raise CommandError("--zero and --discard exclude each other")
     if (zero or discard) and length is None:
         raise CommandError("--zero and --discard need --length")
-    with vhdx.open(image, "r+b", parent=parent, parent_search=parent_search,
-                   ignore_id_mismatch=ignore_id_mismatch) as disk:
+    try:
+        disk = vhdx.open(image, "r+b", parent=parent, parent_search=parent_search,
+                         ignore_id_mismatch=ignore_id_mismatch)
+    except ValueError as err:  # IMAGE names a symbolic link, a device, a FIFO, ...: the user's input
+        raise CommandError(str(err)) from err
+    with disk:
         if offset > disk.size:
             raise CommandError(f"{image}: offset {offset} is past the end of the {disk.size}-byte disk")
         written = 0

@@ -11,12 +11,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ..constants import MAX_CHAIN_DEPTH
-from ..errors import ParentChainError, ParentMismatchError, ParentNotFoundError, VhdxError
-from ..model.parent_locator import candidate_paths
+from ..errors import ParentChainError, ParentMismatchError, ParentNotFoundError, RepairNeededError, VhdxError
+from ..model.parent_locator import candidate_paths, candidate_urls
 from .engine import BlockEngine
 from .image import Image, load_image
 from .journal import replay_to_disk
-from .source import FileSource, RandomAccess
+from .source import FileSource, RandomAccess, RemoteSource, is_url, source_identity
 from .writer import WritableEngine
 
 
@@ -30,15 +30,12 @@ class ChainOptions:
     ignore_id_mismatch: bool = False
     require_parent: bool = True
     writable: bool = False  # the top image is opened for writing (its parents never are)
-    seen: set[tuple[int, int]] = field(default_factory=set)
+    allow_damaged: bool = False  # write even though the open found damage (Image.damage)
+    seen: set[tuple[object, ...]] = field(default_factory=set)
 
 
-def _identity(source: RandomAccess) -> tuple[int, int] | None:
-    fd = getattr(source, "fd", None)
-    if fd is None or fd < 0:
-        return None
-    st = os.fstat(fd)
-    return (st.st_dev, st.st_ino)
+def _identity(source: RandomAccess) -> tuple[object, ...] | None:
+    return source_identity(source)  # (device, inode), or (protocol, path) for a URL
 
 
 def build_engine(source: RandomAccess, options: ChainOptions, depth: int = 0) -> BlockEngine:
@@ -60,6 +57,12 @@ def build_engine(source: RandomAccess, options: ChainOptions, depth: int = 0) ->
         # durable) is cleared the same way, with nothing to replay.
         replay_to_disk(source, image.headers.current, image.headers.current_index, image.log)
         image = load_image(source)
+    if writable and image.damage and not options.allow_damaged:
+        # Issue #7: a writer builds on the metadata it finds; where reads tolerate damage, writes
+        # could spread it (a new BAT beside a bad region table copy, ...). Refuse before the
+        # first byte changes.
+        raise RepairNeededError(f"{'; '.join(image.damage)}: writing is refused until the image is repaired "
+                                "('vhdx check --repair') or opened with allow_damaged=True", image=source.name)
     engine_class = WritableEngine if writable else BlockEngine
     if not image.metadata.has_parent:
         return engine_class(image)
@@ -92,9 +95,18 @@ def _open_parent(image: Image, explicit: str | os.PathLike[str] | None, options:
     else:
         candidates = parent_candidates(image, options.parent_search)
     for path in candidates:
-        if not os.path.isfile(path):
+        source: RandomAccess
+        if is_url(path):
+            # A URL child's parent is looked for on the same store, with the same options.
+            raw = image.raw_source
+            try:
+                source = raw.sibling(path) if isinstance(raw, RemoteSource) else RemoteSource.open(path)
+            except FileNotFoundError:
+                continue
+        elif not os.path.isfile(path):
             continue
-        source = FileSource.open(path, writable=False)
+        else:
+            source = FileSource.open(path, writable=False)
         try:
             return build_engine(source, options, depth + 1)
         except BaseException:
@@ -113,9 +125,18 @@ def parent_candidates(image: Image, search: Sequence[str | os.PathLike[str]] = (
     if locator is None:
         return []
     name = image.name
-    child_dir = os.path.dirname(os.path.abspath(name)) if not name.startswith("<") else os.getcwd()
-    paths = candidate_paths(locator, child_dir)
+    if is_url(name):
+        paths = candidate_urls(locator, name)
+    else:
+        child_dir = os.path.dirname(os.path.abspath(name)) if not name.startswith("<") else os.getcwd()
+        paths = candidate_paths(locator, child_dir)
     for folder in search:
+        if is_url(folder):  # a URL folder: the parent's file name in it
+            base = os.fspath(folder).rstrip("/")
+            for path in candidate_urls(locator, base + "/"):
+                if path.rpartition("/")[0] == base and path not in paths:
+                    paths.append(path)
+            continue
         for path in candidate_paths(locator, os.fspath(folder)):
             if os.path.dirname(path) == os.path.normpath(os.fspath(folder)) and path not in paths:
                 paths.append(path)

@@ -27,6 +27,7 @@ from ..constants import (
     REGION_TABLE_1_OFFSET,
     REGION_TABLE_2_OFFSET,
     REGION_TABLE_SIZE,
+    SectorBitmapState,
 )
 from ..errors import CorruptStructureError, FormatError, LogReplayError, SignatureError, TruncatedError, VhdxError
 from ..model import bat as bat_model
@@ -59,6 +60,11 @@ class Image:
     log_replayed_in_memory: bool
     file_size: int
     problems: list[str] = field(default_factory=list)  # tolerated damage and oddities
+    # The part of ``problems`` a writer must not build on (a writable open refuses it): damage no
+    # crash of a conforming writer leaves behind. A torn header, a LogGuid without entries and a
+    # partial last block are not in it: the first two are crash states that the session's header
+    # update repairs, the last is how QEMU writes fixed images.
+    damage: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -85,6 +91,7 @@ def load_image(source: RandomAccess) -> Image:
 
 def _load(raw: RandomAccess) -> Image:
     problems: list[str] = []
+    damage: list[str] = []
     size = raw.size()
     ident_raw = _read_upto(raw, FILE_IDENTIFIER_OFFSET, FILE_IDENTIFIER_SIZE, size)
     if len(ident_raw) < len(FILE_IDENTIFIER_SIGNATURE) or ident_raw[: len(FILE_IDENTIFIER_SIGNATURE)] != FILE_IDENTIFIER_SIGNATURE:
@@ -129,15 +136,17 @@ def _load(raw: RandomAccess) -> Image:
                                      structure="log entry", offset=header.log_offset + head.log_offset)
             validate_active(log, size, header.log_offset, header.log_length, header.log_offset)
             overlay = OverlaySource(raw, min_size=head.last_file_offset)
+            writes: list[tuple[int, bytes | None, int]] = []
             for entry in log.active:
                 for w in entry.writes:
                     if isinstance(w, ZeroWrite):
                         if w.file_offset + w.length > MAX_FILE_SIZE:
                             raise LogReplayError(f"zero descriptor covers 0x{w.file_offset:x}+0x{w.length:x}",
                                                  structure="log entry", offset=header.log_offset + entry.log_offset)
-                        overlay.add(w.file_offset, None, w.length)
+                        writes.append((w.file_offset, None, w.length))
                     else:
-                        overlay.add(w.file_offset, w.data)
+                        writes.append((w.file_offset, w.data, len(w.data)))
+            overlay.add_many(writes)
             source = overlay
             replayed = True
             size = overlay.size()
@@ -155,9 +164,11 @@ def _load(raw: RandomAccess) -> Image:
         region_table, region_index = tables[0], 0
         if tables[1] is None:
             problems.append(f"region table 2 is unusable ({errors[0].message})")
+            damage.append(problems[-1])
     elif tables[1] is not None:
         region_table, region_index = tables[1], 1
         problems.append(f"region table 1 is unusable ({errors[0].message}); using region table 2")
+        damage.append(problems[-1])
     else:
         raise errors[0]
     regions = [(e.file_offset, e.end, f"{e.name} region") for e in region_table.entries]
@@ -197,6 +208,8 @@ def _load(raw: RandomAccess) -> Image:
     reserved = [(0, HEADER_SECTION_SIZE, "header section")] + regions
     problems += bat_model.validate(view, geometry, differencing=metadata.has_parent, file_size=size,
                                    reserved=reserved, bat_offset=bat_region.file_offset)
+    if not metadata.has_parent and np.any(view.bitmap_states == SectorBitmapState.PRESENT):
+        damage.append("sector bitmap blocks are marked present in a disk without a parent (MS-VHDX 2.5.1.2)")
     return Image(
         source=source,
         raw_source=raw,
@@ -212,6 +225,7 @@ def _load(raw: RandomAccess) -> Image:
         log_replayed_in_memory=replayed,
         file_size=size,
         problems=problems,
+        damage=damage,
     )
 
 

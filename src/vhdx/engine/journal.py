@@ -124,6 +124,17 @@ class Journal:
     def dirty(self) -> bool:
         return bool(self._staged or self._zeros)
 
+    def staged_log_sectors(self, extra_data: int = 0, extra_zero: int = 0) -> int:
+        """Log sectors one entry holding everything staged (plus ``extra_data`` data sectors and
+        ``extra_zero`` zero ranges) would take. An edit that must land atomically checks this
+        against ``header.log_length // LOG_SECTOR_SIZE``: only a single entry is all-or-nothing."""
+        return entry_sectors(len(self._staged) + extra_data, len(self._zeros) + extra_zero)
+
+    def discard(self) -> None:
+        """Drop every staged change (an edit that finds it cannot land atomically gives up)."""
+        self._staged.clear()
+        self._zeros.clear()
+
     def _sector(self, sector_offset: int) -> bytearray:
         sector = self._staged.get(sector_offset)
         if sector is None:
@@ -280,7 +291,10 @@ def replay_to_disk(source: RandomAccess, header: Header, header_index: int, scan
         for entry in scan.active:
             for w in entry.writes:
                 if isinstance(w, ZeroWrite):
-                    _write_zeros(source, w.file_offset, w.length)
+                    # Bytes past the end of the file already read as zero (and stay so when the
+                    # file is extended below): a zero descriptor claiming terabytes writes only
+                    # what lies inside the file.
+                    _write_zeros(source, w.file_offset, max(0, min(w.length, source.size() - w.file_offset)))
                 else:
                     source.pwrite(w.file_offset, w.data)
         if source.size() < head.last_file_offset:

@@ -3,19 +3,27 @@
 ``FileSource`` reads through a file descriptor with ``os.preadv`` straight into the caller's
 buffer; ``FileObjectSource`` adapts any seekable binary file object; ``OverlaySource`` lays the
 writes of an unreplayed log over another source, in memory, so that a read-only open never writes
-the file (VHDX-FORMAT.md 10.5).
+the file (VHDX-FORMAT.md 10.5). ``RemoteSource`` reads a file named by an fsspec URL (``s3://``,
+``http(s)://``, ``memory://``, ...) by byte ranges through a bounded block cache, read-only.
 """
 
 from __future__ import annotations
 
 import bisect
+import errno
+import heapq
 import io
 import os
+import re
 import stat
 import threading
-from typing import BinaryIO, Protocol, runtime_checkable
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO, Protocol, runtime_checkable
 
-from ..errors import TruncatedError
+from ..constants import REMOTE_CACHE_BLOCK_SIZE, REMOTE_CACHE_BLOCKS, REMOTE_MAX_REQUEST
+from ..errors import ReadOnlyError, TruncatedError, UnsupportedError
 
 
 @runtime_checkable
@@ -63,10 +71,46 @@ class FileSource:
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, writable: bool) -> FileSource:
+        """Open ``path`` (README "Hostile input" states the rules).
+
+        Reading follows symbolic links and accepts regular files and block devices (an image
+        stored on a raw partition or volume). Writing accepts only a regular file named directly:
+        a symbolic link is refused (``O_NOFOLLOW``), so a link planted where an image is expected
+        cannot redirect writes elsewhere; give the link's target to write through it. A FIFO, a
+        socket or a character device is refused without blocking (``O_NONBLOCK``: opening a FIFO
+        would otherwise wait for a writer forever).
+
+        Raises:
+            ValueError: the path names a kind of file that cannot hold an image (or, for writing,
+                a symbolic link or a block device).
+            OSError: the operating system refused the open.
+        """
         flags = (os.O_RDWR if writable else os.O_RDONLY) | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
-        fd = os.open(path, flags)
+        flags |= getattr(os, "O_NONBLOCK", 0)
+        if writable:
+            flags |= getattr(os, "O_NOFOLLOW", 0)
+        noatime = 0 if writable else getattr(os, "O_NOATIME", 0)
         try:
-            return cls(fd, os.fspath(path), writable=writable, closefd=True)
+            # Evidence is read without touching its access time (Linux O_NOATIME; allowed to the
+            # file's owner and to root, refused with EPERM to others, who then open normally).
+            fd = os.open(path, flags | noatime)
+        except PermissionError:
+            if not noatime:
+                raise
+            fd = os.open(path, flags)
+        except OSError as err:
+            if writable and err.errno == errno.ELOOP and os.path.islink(path):
+                raise ValueError(f"{os.fspath(path)}: is a symbolic link; it is not opened for writing (give its "
+                                 f"target, {os.path.realpath(path)}, to write through it)") from None
+            raise
+        try:
+            if hasattr(os, "set_blocking"):
+                os.set_blocking(fd, True)  # O_NONBLOCK was for the open only
+            source = cls(fd, os.fspath(path), writable=writable, closefd=True)
+            if writable and source._is_block:
+                raise ValueError(f"{os.fspath(path)}: is a block device; images on devices are opened read-only "
+                                 "(the file could not grow)")
+            return source
         except BaseException:
             os.close(fd)
             raise
@@ -221,6 +265,49 @@ class OverlaySource:
         self._ranges = kept
         self._starts = [r[0] for r in kept]
 
+    def add_many(self, writes: Iterable[tuple[int, bytes | None, int]]) -> None:
+        """Lay ``(offset, data or None for zeros, length)`` writes over the source in one pass,
+        later ones winning over earlier ones and over what was laid before.
+
+        A log holds tens of thousands of writes per MiB (zero descriptors are 32 bytes each), in
+        any order and overlapping at will, so one ``add`` after another (each reshaping the whole
+        list) would take quadratic time; a sweep over the sorted boundaries takes O(n log n).
+        """
+        items: list[tuple[int, int, bytes | memoryview | None]] = list(self._ranges)  # oldest first
+        for offset, data, length in writes:
+            end = offset + (len(data) if data is not None else length)
+            if end > offset:
+                items.append((offset, end, data))
+        if not items:
+            return
+        events = sorted([(s, 1, i) for i, (s, _, _) in enumerate(items)] + [(e, 0, i) for i, (_, e, _) in enumerate(items)])
+        active: list[int] = []  # max-heap of item indices (later items win), ended ones dropped lazily
+        ended: set[int] = set()
+        pieces: list[tuple[int, int, bytes | memoryview | None]] = []
+        current: tuple[int, int] | None = None  # (winning item, start of its piece)
+        k = 0
+        while k < len(events):
+            x = events[k][0]
+            while k < len(events) and events[k][0] == x:
+                _, starting, i = events[k]
+                if starting:
+                    heapq.heappush(active, -i)
+                else:
+                    ended.add(i)
+                k += 1
+            while active and -active[0] in ended:
+                heapq.heappop(active)
+            winner = -active[0] if active else None
+            if current is not None and current[0] != winner:
+                i, start = current
+                s, _, d = items[i]
+                pieces.append((start, x, None if d is None else memoryview(d)[start - s : x - s]))
+                current = None
+            if winner is not None and current is None:
+                current = (winner, x)
+        self._ranges = pieces
+        self._starts = [r[0] for r in pieces]
+
     @property
     def empty(self) -> bool:
         return not self._ranges
@@ -262,3 +349,239 @@ class OverlaySource:
 
     def close(self) -> None:
         self.base.close()
+
+
+# --- remote files (fsspec) ------------------------------------------------------------------------
+
+# A URL has a scheme of two or more letters before "://" (so "C://x" stays a Windows path), or is
+# an fsspec chain such as "simplecache::s3://bucket/key".
+_URL = re.compile(r"^(?:[A-Za-z][A-Za-z0-9+.-]+::)*[A-Za-z][A-Za-z0-9+.-]+://")
+
+
+def is_url(name: object) -> bool:
+    """Whether ``name`` is a URL to read through fsspec rather than a local path."""
+    return isinstance(name, str) and _URL.match(name) is not None
+
+
+@dataclass(frozen=True)
+class RemoteOptions:
+    """How remote images (fsspec URLs) are read.
+
+    Attributes:
+        cache_block_size: reads smaller than this fetch the aligned block around them and cache it.
+        cache_blocks: blocks kept (least recently used first out): the cache holds at most
+            ``cache_block_size * cache_blocks`` bytes per open file.
+        storage_options: passed to the fsspec filesystem (credentials, endpoints, ...).
+    """
+
+    cache_block_size: int = REMOTE_CACHE_BLOCK_SIZE
+    cache_blocks: int = REMOTE_CACHE_BLOCKS
+    storage_options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.cache_block_size <= 0 or self.cache_blocks < 0:
+            raise ValueError(f"invalid remote cache: {self.cache_blocks} blocks of {self.cache_block_size} bytes")
+
+
+def _fsspec() -> Any:
+    try:
+        import fsspec
+    except ImportError:
+        raise UnsupportedError("reading images by URL needs fsspec: pip install 'vhdx[remote]' (and s3fs, gcsfs "
+                               "or adlfs for s3://, gs:// and az://)") from None
+    return fsspec
+
+
+class RemoteSource:
+    """A file on an fsspec filesystem, read by byte ranges (read-only).
+
+    A read smaller than ``cache_block_size`` fetches the aligned block(s) around it once and keeps
+    them in an LRU cache of ``cache_blocks`` blocks, so the many small reads of opening an image
+    (headers, region tables, metadata, sector bitmaps) cost a few requests; a larger read (the BAT,
+    payload) is fetched exactly, without caching. ``bytes_fetched`` and ``requests`` count what
+    went over the wire (``requests`` includes the one that asked for the file's size).
+    """
+
+    def __init__(self, fs: Any, path: str, name: str, options: RemoteOptions) -> None:
+        self.fs = fs
+        self.path = path
+        self.name = name
+        self.options = options
+        self.writable = False
+        self.bytes_fetched = 0
+        self.requests = 0
+        self.cache_hits = 0
+        self.cache_misses = 0
+        self._cache: OrderedDict[int, bytes] = OrderedDict()
+        self._lock = threading.Lock()
+        info = self._call(fs.info, path)
+        self.requests += 1
+        if info.get("type") == "directory":
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), name)
+        size = info.get("size")
+        if size is None:
+            raise OSError(errno.EIO, "the server does not report the file's size", name)
+        self._size = int(size)
+
+    @classmethod
+    def open(cls, url: str, *, options: RemoteOptions | None = None) -> RemoteSource:
+        """Open ``url`` for reading.
+
+        Raises:
+            FileNotFoundError: nothing at ``url``.
+            UnsupportedError: fsspec (or the package for the URL's scheme) is not installed.
+            OSError: the store cannot be reached or refused the request.
+        """
+        options = options or RemoteOptions()
+        fsspec = _fsspec()
+        try:
+            fs, path = fsspec.core.url_to_fs(url, **dict(options.storage_options))
+        except ImportError as err:
+            raise UnsupportedError(f"cannot read this URL: {err}", image=url) from None
+        except ValueError as err:  # an unknown protocol
+            raise UnsupportedError(f"cannot read this URL: {err}", image=url) from None
+        return cls(fs, path, url, options)
+
+    def sibling(self, url: str) -> RemoteSource:
+        """Open another file of the same store with the same options (a parent of a chain)."""
+        return RemoteSource.open(url, options=self.options)
+
+    @property
+    def identity(self) -> tuple[str, str]:
+        """What tells two open files apart (a chain must not loop)."""
+        protocol = self.fs.protocol
+        return (protocol if isinstance(protocol, str) else protocol[0], self.path)
+
+    @property
+    def cached_bytes(self) -> int:
+        with self._lock:
+            return sum(len(b) for b in self._cache.values())
+
+    def _call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Call the filesystem, turning its errors into OSError naming this file."""
+        try:
+            return function(*args, **kwargs)
+        except FileNotFoundError as err:
+            # fsspec's HTTP filesystem reports any failure to learn a file's size (connection
+            # refused, HTTP 500, ...) as "not found", with the real error as the cause.
+            cause = err.__cause__
+            if cause is not None and not isinstance(cause, FileNotFoundError) and getattr(cause, "status", None) != 404:
+                text = " ".join(str(cause).split()) or type(cause).__name__
+                raise OSError(errno.EIO, f"{type(cause).__name__}: {text}", self.name) from cause
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), self.name) from None
+        except PermissionError:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), self.name) from None
+        except OSError as err:
+            if err.filename is not None:
+                raise
+            raise OSError(err.errno or errno.EIO, err.strerror or f"{type(err).__name__}: {err}", self.name) from err
+        except (UnsupportedError, ValueError, TypeError):
+            raise
+        except Exception as err:  # aiohttp, botocore, ...: one line that says what failed
+            raise OSError(errno.EIO, f"{type(err).__name__}: {err}", self.name) from err
+
+    def _fetch(self, start: int, end: int) -> bytes:
+        data = self._call(self.fs.cat_file, self.path, start=start, end=end)
+        with self._lock:
+            self.bytes_fetched += len(data)
+            self.requests += 1
+        if len(data) > end - start:
+            raise OSError(errno.EIO, f"asked for bytes {start}-{end - 1} and got {len(data)} bytes: the server "
+                          "ignores byte ranges (HTTP Range requests are needed)", self.name)
+        return bytes(data)
+
+    def size(self) -> int:
+        return self._size
+
+    def readinto(self, offset: int, buf: memoryview) -> int:
+        want = min(len(buf), max(0, self._size - offset))
+        if want <= 0:
+            return 0
+        bs = self.options.cache_block_size
+        if want >= bs or self.options.cache_blocks == 0:
+            done = 0
+            while done < want:
+                n = min(REMOTE_MAX_REQUEST, want - done)
+                data = self._fetch(offset + done, offset + done + n)
+                buf[done : done + len(data)] = data
+                done += len(data)
+                if len(data) < n:
+                    break
+            return done
+        first, last = offset // bs, (offset + want - 1) // bs
+        blocks: dict[int, bytes] = {}
+        with self._lock:
+            for b in range(first, last + 1):
+                data = self._cache.get(b)
+                if data is not None:
+                    self._cache.move_to_end(b)
+                    blocks[b] = data
+            self.cache_hits += len(blocks)
+            self.cache_misses += last + 1 - first - len(blocks)
+        missing = [b for b in range(first, last + 1) if b not in blocks]
+        if missing:
+            # At most two blocks are concerned (the read is smaller than a block): one request.
+            lo, hi = missing[0] * bs, min((missing[-1] + 1) * bs, self._size)
+            data = self._fetch(lo, hi)
+            with self._lock:
+                for b in missing:
+                    piece = data[b * bs - lo : (b + 1) * bs - lo]
+                    blocks[b] = piece
+                    self._cache[b] = piece
+                    self._cache.move_to_end(b)
+                while len(self._cache) > self.options.cache_blocks:
+                    self._cache.popitem(last=False)
+        done = 0
+        for b in range(first, last + 1):
+            data = blocks[b]
+            lo = offset + done - b * bs
+            n = min(want - done, len(data) - lo)
+            if n <= 0:
+                break
+            buf[done : done + n] = data[lo : lo + n]
+            done += n
+        return done
+
+    def pread(self, offset: int, length: int) -> bytes:
+        buf = bytearray(max(0, length))
+        n = self.readinto(offset, memoryview(buf))
+        return bytes(buf[:n])
+
+    def pwrite(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        raise ReadOnlyError("remote images are read-only", image=self.name)
+
+    def truncate(self, size: int) -> None:
+        raise ReadOnlyError("remote images are read-only", image=self.name)
+
+    def sync(self) -> None:
+        pass
+
+    def close(self) -> None:
+        with self._lock:
+            self._cache.clear()
+
+
+def open_source(name: str | os.PathLike[str], *, writable: bool = False,
+                remote: RemoteOptions | None = None) -> FileSource | RemoteSource:
+    """Open a local path (``FileSource``) or a URL (``RemoteSource``, read-only).
+
+    Raises:
+        ReadOnlyError: ``writable`` with a URL.
+    """
+    if is_url(name):
+        if writable:
+            raise ReadOnlyError("images given by URL open read-only (copy the file to change it)", image=str(name))
+        return RemoteSource.open(str(name), options=remote)
+    return FileSource.open(name, writable=writable)
+
+
+def source_identity(source: RandomAccess) -> tuple[object, ...] | None:
+    """(device, inode) of a local file, (protocol, path) of a remote one; None when unknown."""
+    remote = getattr(source, "identity", None)
+    if remote is not None:
+        return tuple(remote)
+    fd = getattr(source, "fd", None)
+    if fd is None or fd < 0:
+        return None
+    st = os.fstat(fd)
+    return (st.st_dev, st.st_ino)

@@ -21,15 +21,22 @@ from ..constants import (
     LOG_DESCRIPTORS_PER_SECTOR,
     LOG_ENTRY_HEADER_SIZE,
     LOG_ENTRY_SIGNATURE,
+    LOG_EXTRA_CHECKSUM_FACTOR,
     LOG_PROTECTED_PREFIX,
     LOG_SECTOR_SIZE,
     LOG_ZERO_DESCRIPTOR_SIGNATURE,
     OBJECT_ALIGNMENT,
 )
-from ..errors import CorruptStructureError, FormatError
+from ..errors import CorruptStructureError, FormatError, LogReplayError
 from ..structs.log import (
     DATA_DESCRIPTOR,
+    DATA_DESCRIPTOR_LEADING_OFFSET,
+    DATA_DESCRIPTOR_TRAILING_OFFSET,
     DATA_SECTOR,
+    DATA_SECTOR_DATA_OFFSET,
+    DATA_SECTOR_SEQUENCE_HIGH_OFFSET,
+    DATA_SECTOR_SEQUENCE_LOW_OFFSET,
+    DESCRIPTOR_DTYPE,
     DESCRIPTOR_SIZE,
     LOG_ENTRY_CHECKSUM_OFFSET,
     LOG_ENTRY_HEADER,
@@ -87,8 +94,40 @@ def _circular(log: bytes | memoryview, start: int, length: int) -> bytes:
     return bytes(log[start:]) + bytes(log[: end - len(log)])
 
 
-def parse_entry(log: bytes | memoryview, log_offset: int, log_guid: uuid.UUID, file_log_offset: int = 0) -> LogEntry | None:
-    """Return the entry at ``log_offset`` if it is valid for ``log_guid`` (VHDX-FORMAT.md 10.2), else None."""
+class ScanBudget:
+    """How many extra (past the descriptors' own) entry sectors a log scan may still checksum.
+
+    Everything else a candidate entry is made of is checked before its checksum, and those parts
+    cannot overlap between candidates (each data sector starts with ``data``, each header with
+    ``loge``), so a scan costs time linear in the log; only the extra sectors MS-VHDX tolerates
+    could be claimed by every candidate at once (VHDX-FORMAT.md 10.2 item 3).
+    """
+
+    def __init__(self, log_length: int, file_log_offset: int = 0) -> None:
+        self.left = LOG_EXTRA_CHECKSUM_FACTOR * log_length
+        self.file_log_offset = file_log_offset
+
+    def spend(self, length: int, log_offset: int) -> None:
+        self.left -= length
+        if self.left < 0:
+            raise LogReplayError(
+                f"log entries claim more than {LOG_EXTRA_CHECKSUM_FACTOR} times the log's length in sectors past "
+                "their descriptors (overlapping hostile entries)", structure="log entry",
+                offset=self.file_log_offset + log_offset)
+
+
+def parse_entry(log: bytes | memoryview, log_offset: int, log_guid: uuid.UUID | None,
+                file_log_offset: int = 0, budget: ScanBudget | None = None) -> LogEntry | None:
+    """Return the entry at ``log_offset`` if it is valid for ``log_guid`` (VHDX-FORMAT.md 10.2), else None.
+    ``log_guid=None`` accepts an entry of any LogGuid (stale entries of earlier sessions, for forensics).
+
+    The descriptors and the signature and sequence number of every data sector are checked before
+    the checksum, which is the only part that reads the whole entry; ``budget`` (one per scan)
+    bounds the checksummed sectors that are neither.
+
+    Raises:
+        LogReplayError: ``budget`` ran out.
+    """
     log_length = len(log)
     raw_head = bytes(log[log_offset : log_offset + LOG_ENTRY_HEADER_SIZE])
     if raw_head[:4] != LOG_ENTRY_SIGNATURE:
@@ -98,41 +137,51 @@ def parse_entry(log: bytes | memoryview, log_offset: int, log_guid: uuid.UUID, f
     except FormatError:
         return None
     if (h.entry_length == 0 or h.entry_length % LOG_SECTOR_SIZE or h.entry_length > log_length
-            or h.tail % LOG_SECTOR_SIZE or h.tail >= log_length or h.sequence_number == 0 or h.log_guid != log_guid):
+            or h.tail % LOG_SECTOR_SIZE or h.tail >= log_length or h.sequence_number == 0
+            or (log_guid is not None and h.log_guid != log_guid)):
         return None
     descriptor_sectors = ceil_div(h.descriptor_count + 2, LOG_DESCRIPTORS_PER_SECTOR)
     if descriptor_sectors * LOG_SECTOR_SIZE > h.entry_length:
         return None
+    head = _circular(log, log_offset, descriptor_sectors * LOG_SECTOR_SIZE)
+    d = np.frombuffer(head, dtype=DESCRIPTOR_DTYPE, count=h.descriptor_count, offset=LOG_ENTRY_HEADER_SIZE)
+    is_zero = d["signature"] == LOG_ZERO_DESCRIPTOR_SIGNATURE
+    is_data = d["signature"] == LOG_DATA_DESCRIPTOR_SIGNATURE
+    if (not np.all(is_zero | is_data) or np.any(d["sequence_number"] != h.sequence_number)
+            or np.any(d["file_offset"] % LOG_SECTOR_SIZE) or np.any(d["length"][is_zero] % LOG_SECTOR_SIZE)):
+        return None
+    data_count = int(np.count_nonzero(is_data))
+    structural = (descriptor_sectors + data_count) * LOG_SECTOR_SIZE
+    if structural > h.entry_length:
+        return None
+    sectors: list[int] = []  # log offset of each data sector, in descriptor order
+    for i in range(data_count):
+        at = (log_offset + structural - (data_count - i) * LOG_SECTOR_SIZE) % log_length
+        sector = log[at : at + LOG_SECTOR_SIZE]
+        high = int.from_bytes(sector[DATA_SECTOR_SEQUENCE_HIGH_OFFSET : DATA_SECTOR_SEQUENCE_HIGH_OFFSET + 4], "little")
+        low = int.from_bytes(sector[DATA_SECTOR_SEQUENCE_LOW_OFFSET : DATA_SECTOR_SEQUENCE_LOW_OFFSET + 4], "little")
+        if bytes(sector[:4]) != LOG_DATA_SECTOR_SIGNATURE or (high << 32) | low != h.sequence_number:
+            return None
+        sectors.append(at)
+    if budget is not None and h.entry_length > structural:
+        budget.spend(h.entry_length - structural, log_offset)
     raw = _circular(log, log_offset, h.entry_length)
     if not checksum.verify(raw, LOG_ENTRY_CHECKSUM_OFFSET):
         return None
     writes: list[DataWrite | ZeroWrite] = []
-    data_index = descriptor_sectors
+    data_index = 0
     for i in range(h.descriptor_count):
+        if is_zero[i]:
+            writes.append(ZeroWrite(int(d["file_offset"][i]), int(d["length"][i])))
+            continue
         at = LOG_ENTRY_HEADER_SIZE + i * DESCRIPTOR_SIZE
-        d = raw[at : at + DESCRIPTOR_SIZE]
-        sig = d[:4]
-        if sig == LOG_ZERO_DESCRIPTOR_SIGNATURE:
-            z = ZERO_DESCRIPTOR.parse(d)
-            if z.sequence_number != h.sequence_number or z.file_offset % LOG_SECTOR_SIZE or z.zero_length % LOG_SECTOR_SIZE:
-                return None
-            writes.append(ZeroWrite(z.file_offset, z.zero_length))
-        elif sig == LOG_DATA_DESCRIPTOR_SIGNATURE:
-            dd = DATA_DESCRIPTOR.parse(d)
-            if dd.sequence_number != h.sequence_number or dd.file_offset % LOG_SECTOR_SIZE:
-                return None
-            if (data_index + 1) * LOG_SECTOR_SIZE > h.entry_length:
-                return None
-            sector = raw[data_index * LOG_SECTOR_SIZE : (data_index + 1) * LOG_SECTOR_SIZE]
-            data_index += 1
-            if sector[:4] != LOG_DATA_SECTOR_SIGNATURE:
-                return None
-            s = DATA_SECTOR.parse(sector)
-            if (s.sequence_high << 32) | s.sequence_low != h.sequence_number:
-                return None
-            writes.append(DataWrite(dd.file_offset, dd.leading_bytes + s.data + dd.trailing_bytes))
-        else:
-            return None
+        s = sectors[data_index]
+        data_index += 1
+        writes.append(DataWrite(
+            int(d["file_offset"][i]),
+            head[at + DATA_DESCRIPTOR_LEADING_OFFSET : at + DATA_DESCRIPTOR_LEADING_OFFSET + LOG_DATA_LEADING_SIZE]
+            + bytes(log[s + DATA_SECTOR_DATA_OFFSET : s + DATA_SECTOR_SEQUENCE_LOW_OFFSET])
+            + head[at + DATA_DESCRIPTOR_TRAILING_OFFSET : at + DATA_DESCRIPTOR_TRAILING_OFFSET + LOG_DATA_TRAILING_SIZE]))
     return LogEntry(log_offset, h.entry_length, h.tail, h.sequence_number, h.log_guid,
                     h.flushed_file_offset, h.last_file_offset, tuple(writes))
 
@@ -150,8 +199,9 @@ def scan_log(log: bytes | memoryview, log_guid: uuid.UUID, file_log_offset: int 
     signature = int.from_bytes(LOG_ENTRY_SIGNATURE, "little")
     starts = (np.flatnonzero(sectors[:, 0] == signature) * LOG_SECTOR_SIZE).tolist()
     entries: dict[int, LogEntry] = {}
+    budget = ScanBudget(log_length, file_log_offset)
     for start in starts:
-        entry = parse_entry(log, start, log_guid, file_log_offset)
+        entry = parse_entry(log, start, log_guid, file_log_offset, budget)
         if entry is not None:
             entries[start] = entry
 
@@ -193,6 +243,22 @@ def scan_log(log: bytes | memoryview, log_guid: uuid.UUID, file_log_offset: int 
             chain.append(nxt)
         best = tuple(chain)
     return LogScan(entries, best)
+
+
+def all_entries(log: bytes | memoryview, file_log_offset: int = 0) -> list[LogEntry]:
+    """Every valid entry in the log region whatever its LogGuid, by log offset (forensics: the
+    log keeps entries of earlier sessions until they are overwritten)."""
+    if len(log) == 0 or len(log) % LOG_SECTOR_SIZE:
+        return []
+    sectors = np.frombuffer(log, dtype="<u4").reshape(-1, LOG_SECTOR_SIZE // 4)
+    signature = int.from_bytes(LOG_ENTRY_SIGNATURE, "little")
+    found = []
+    budget = ScanBudget(len(log), file_log_offset)
+    for start in (np.flatnonzero(sectors[:, 0] == signature) * LOG_SECTOR_SIZE).tolist():
+        entry = parse_entry(log, start, None, file_log_offset, budget)
+        if entry is not None:
+            found.append(entry)
+    return found
 
 
 def validate_active(scan: LogScan, file_size: int, log_offset: int, log_length: int, file_log_offset: int) -> None:

@@ -12,6 +12,7 @@ import uuid
 from dataclasses import dataclass
 
 from ..constants import (
+    MAX_PARENT_LOCATOR_ENTRIES,
     PARENT_KEY_ABSOLUTE_WIN32_PATH,
     PARENT_KEY_LINKAGE,
     PARENT_KEY_LINKAGE2,
@@ -84,12 +85,22 @@ def parse_parent_locator(data: bytes, offset: int) -> ParentLocator:
     if PARENT_LOCATOR_HEADER_SIZE + count * PARENT_LOCATOR_ENTRY_SIZE > len(data):
         raise CorruptStructureError(f"{count} key/value entries do not fit in a {len(data)}-byte item",
                                     structure=STRUCTURE, offset=offset)
+    if count > MAX_PARENT_LOCATOR_ENTRIES:
+        raise UnsupportedError(f"{count} key/value entries (this implementation reads at most "
+                               f"{MAX_PARENT_LOCATOR_ENTRIES})", structure=STRUCTURE, offset=offset)
     entries: list[tuple[str, str]] = []
     keys: set[str] = set()
+    # Strings of an honest locator lie side by side in the item, so together they are no longer
+    # than it; entries pointing many times at one long string would decode it once each.
+    budget = len(data)
     for i in range(count):
         at = PARENT_LOCATOR_HEADER_SIZE + i * PARENT_LOCATOR_ENTRY_SIZE
         e = parse_struct(PARENT_LOCATOR_ENTRY, data[at : at + PARENT_LOCATOR_ENTRY_SIZE], structure=STRUCTURE,
                          offset=offset + at)
+        budget -= e.key_length + e.value_length
+        if budget < 0:
+            raise CorruptStructureError("the key and value strings are longer together than the item (they overlap)",
+                                        structure=STRUCTURE, offset=offset + at)
         key = _string(data, e.key_offset, e.key_length, offset + at)
         value = _string(data, e.value_offset, e.value_length, offset + at)
         if key in keys:
@@ -162,6 +173,45 @@ def candidate_paths(locator: ParentLocator, child_dir: str) -> list[str]:
     return unique
 
 
+def candidate_urls(locator: ParentLocator, child_url: str) -> list[str]:
+    """URLs at which the parent of the image at ``child_url`` may be, on the same store, in the
+    order to try them: relative_path resolved against the child's URL folder, then the parent's
+    file name in that folder. Absolute Windows paths name nothing on a remote store."""
+    out: list[str] = []
+    relative = locator.get(PARENT_KEY_RELATIVE_PATH)
+    if relative:
+        out.append(url_sibling(child_url, relative.replace("\\", "/")))
+    for key in PARENT_PATH_KEYS:
+        value = locator.get(key)
+        name = ntpath.basename(value) if value else ""
+        if name:
+            out.append(url_sibling(child_url, name))
+    unique: list[str] = []
+    for url in out:
+        if url not in unique:
+            unique.append(url)
+    return unique
+
+
+def url_sibling(base_url: str, relative: str) -> str:
+    """``relative`` (with ``/`` separators) resolved against the folder of ``base_url``, on the
+    same store: ``url_sibling("s3://b/vm/c.avhdx", "../base/p.vhdx") == "s3://b/base/p.vhdx"``.
+    ``..`` never climbs above the store's root (bucket, host); an HTTP query string is dropped."""
+    head, _, rest = base_url.rpartition("://")
+    scheme = head.rpartition("::")[2].lower()
+    if scheme in ("http", "https"):
+        rest = rest.split("#", 1)[0].split("?", 1)[0]
+    if scheme in ("memory", "file", "local"):  # no host or bucket: all of it is the path
+        netloc, slash, path = "", "/", rest.lstrip("/")
+    else:
+        netloc, slash, path = rest.partition("/")
+    folder = posixpath.dirname(slash + path) or "/"
+    joined = posixpath.normpath(posixpath.join(folder, relative))
+    if not joined.startswith("/"):
+        joined = "/" + joined
+    return f"{head}://{netloc}{joined}"
+
+
 def _strip_extended_prefix(path: str) -> str:
     for prefix in ("\\\\?\\UNC\\", "\\\\?\\", "\\\\.\\"):
         if path.startswith(prefix):
@@ -176,5 +226,6 @@ def _to_native(path: str) -> str:
     return path.replace("\\", posixpath.sep)
 
 
-__all__ = ["ParentLocator", "build_parent_locator", "candidate_paths", "parse_guid_text", "parse_parent_locator",
+__all__ = ["ParentLocator", "build_parent_locator", "candidate_paths", "candidate_urls", "parse_guid_text",
+           "parse_parent_locator", "url_sibling",
            "PARENT_KEY_ABSOLUTE_WIN32_PATH", "PARENT_KEY_VOLUME_PATH"]

@@ -56,14 +56,14 @@ from ..constants import (
     PayloadBlockState,
     SectorBitmapState,
 )
-from ..engine.source import FileSource, OverlaySource, RandomAccess
+from ..engine.source import OverlaySource, RandomAccess, RemoteSource, is_url, open_source, source_identity
 from ..errors import FormatError, UnsupportedError, VhdxError
 from ..model._decode import parse_struct
 from ..model.geometry import DiskGeometry
 from ..model.header import Header, parse_header, validate_header
 from ..model.log import LogScan, ZeroWrite, scan_log, validate_active
 from ..model.metadata import Metadata, MetadataEntry, decode_metadata, known_entries, parse_metadata_table
-from ..model.parent_locator import candidate_paths
+from ..model.parent_locator import candidate_paths, candidate_urls
 from ..model.region_table import KNOWN_REGIONS, RegionTable, RegionTableEntry
 from ..structs.file_identifier import FILE_IDENTIFIER
 from ..structs.metadata import METADATA_TABLE_HEADER
@@ -88,6 +88,8 @@ FIX_REGION_TABLE = "region-table"
 FIX_EXTEND = "extend"
 FIX_BAT = "bat"
 FIX_TRUNCATE = "truncate"
+FIX_IDENTIFIER = "file-identifier"
+FIX_HEADER_TIE = "header-tie"
 
 HEADER_OFFSETS = (HEADER_1_OFFSET, HEADER_2_OFFSET)
 TABLE_OFFSETS = (REGION_TABLE_1_OFFSET, REGION_TABLE_2_OFFSET)
@@ -148,6 +150,12 @@ class Scan:
     headers: list[Header | None] = field(default_factory=list)
     current: Header | None = None
     current_index: int = 0
+    # Two valid headers with equal sequence numbers and different contents (5.2): the one a
+    # repair keeps, when one can be chosen safely.
+    tie_index: int | None = None
+    # The creator string of a file identifier whose signature is damaged, when it is still
+    # readable (None: a repair writes a default one).
+    creator: str | None = None
     log_scan: LogScan | None = None
     log_status: str = "empty"  # empty, pending, no-sequence, unreplayable, unusable
     log_usable: bool = False  # a repair may write through the log
@@ -205,6 +213,19 @@ def _hex(value: int) -> str:
     return f"0x{value:x}"
 
 
+def _readable_creator(raw: bytes) -> str | None:
+    """The creator string of a file identifier whose signature is damaged, if it still reads as
+    text (UTF-16LE, printable up to the first NUL); None otherwise (MS-VHDX 2.2.1)."""
+    padded = FILE_IDENTIFIER_SIGNATURE + raw[len(FILE_IDENTIFIER_SIGNATURE) : FILE_IDENTIFIER_SIZE]
+    padded += bytes(FILE_IDENTIFIER_SIZE - len(padded))
+    try:
+        creator = parse_struct(FILE_IDENTIFIER, padded, structure="file identifier", offset=0).creator
+    except FormatError:
+        return None
+    creator = creator.split("\0", 1)[0]
+    return creator if creator.isprintable() else None
+
+
 def scan(path: str, *, progress: ProgressCallback | None = None, parent: str | None = None,
          parent_search: Sequence[str | os.PathLike[str]] = (), ignore_id_mismatch: bool = False,
          seen: set[tuple[int, int]] | None = None) -> tuple[Scan, list[tuple[str, Scan]]]:
@@ -214,11 +235,10 @@ def scan(path: str, *, progress: ProgressCallback | None = None, parent: str | N
     Raises:
         OSError: the file cannot be opened or read.
     """
-    source = FileSource.open(path, writable=False)
+    source = open_source(path, writable=False)  # a local file, or a URL read through fsspec
     try:
-        st = os.fstat(source.fd)
         seen = set() if seen is None else seen
-        seen.add((st.st_dev, st.st_ino))
+        seen.add(source_identity(source))  # type: ignore[arg-type]
         s = Scan(path=path)
         _Scanner(s, source, progress).run()
     finally:
@@ -296,7 +316,8 @@ class _Scanner:
             if not looks_like_vhdx:
                 s.errors.append("not a VHDX file (no 'vhdxfile' signature, no valid header or region table)")
                 return False
-            s.add("file identifier", 0, CORRUPTION, "the 'vhdxfile' signature is missing")
+            s.creator = _readable_creator(raw)
+            s.add("file identifier", 0, CORRUPTION, "the 'vhdxfile' signature is missing", fix=FIX_IDENTIFIER)
         elif len(raw) == FILE_IDENTIFIER_SIZE:
             try:
                 parse_struct(FILE_IDENTIFIER, raw, structure="file identifier", offset=0)
@@ -329,8 +350,14 @@ class _Scanner:
             return
         if h1 is not None and h2 is not None and h1.sequence_number == h2.sequence_number:
             if s.header_raw[0] != s.header_raw[1]:
+                choice = self._tie_choice(h1, h2)
+                message = f"both headers carry sequence number {h1.sequence_number} but differ: neither is current"
+                if choice is None:
+                    s.add("headers", HEADER_1_OFFSET, CORRUPTION, message + " (and no safe choice between them)")
+                    return
+                s.tie_index, why = choice
                 s.add("headers", HEADER_1_OFFSET, CORRUPTION,
-                      f"both headers carry sequence number {h1.sequence_number} but differ: neither is current")
+                      f"{message}; a repair keeps header {s.tie_index + 1} ({why})", fix=FIX_HEADER_TIE)
                 return
             s.add("headers", HEADER_1_OFFSET, WARNING,
                   f"both headers carry sequence number {h1.sequence_number} (identical copies, as Disk2VHD writes them)")
@@ -367,6 +394,42 @@ class _Scanner:
             return
         s.current, s.current_index = current, index
 
+    def _tie_choice(self, h1: Header, h2: Header) -> tuple[int, str] | None:
+        """Which of two valid headers with equal sequence numbers a repair keeps (5.2 says
+        neither is current), and why. Only a header that passes the current-header rules and
+        whose log lies in the file qualifies. A header whose log holds a complete sequence must
+        win: keeping the other would drop metadata changes that were committed. With nothing to
+        tell them apart, header 1 is kept. None: both hold a log to replay (no safe choice)."""
+        s = self.s
+        usable: list[int] = []
+        for i, h in enumerate((h1, h2)):
+            try:
+                validate_header(h, HEADER_OFFSETS[i])
+            except VhdxError:
+                continue
+            if h.log_length > MAX_LOG_LENGTH or h.log_offset + h.log_length > s.file_size:
+                continue
+            usable.append(i)
+        if not usable:
+            return None
+        if len(usable) == 1:
+            return usable[0], f"header {2 - usable[0]} breaks a header rule"
+        pending = []
+        for i, h in enumerate((h1, h2)):
+            if h.log_is_empty:
+                continue
+            try:
+                scan_result = scan_log(read_upto(self.raw, h.log_offset, h.log_length), h.log_guid, h.log_offset)
+            except VhdxError:  # a hostile log (README "Limits"): reported by log()
+                continue
+            if scan_result.head is not None:
+                pending.append(i)
+        if len(pending) == 2:
+            return None
+        if pending:
+            return pending[0], "its log holds entries to replay"
+        return 0, "both are usable and neither has a log to replay"
+
     # --- log (MS-VHDX 2.3; VHDX-FORMAT.md 10) ---------------------------------------------------------
     def log(self) -> None:
         s = self.s
@@ -390,7 +453,13 @@ class _Scanner:
             s.log_status = "unusable"
             return
         log_bytes = read_upto(self.raw, h.log_offset, h.log_length)
-        scan_result = scan_log(log_bytes, h.log_guid, h.log_offset)
+        try:
+            scan_result = scan_log(log_bytes, h.log_guid, h.log_offset)
+        except VhdxError as err:  # a hostile log that cannot even be scanned (README "Limits")
+            s.log_status = "unreplayable"
+            s.log_usable = False
+            s.add("log", h.log_offset, CORRUPTION, f"the log cannot be scanned: {err.message}")
+            return
         s.log_scan = scan_result
         head = scan_result.head
         if head is None:
@@ -424,12 +493,8 @@ class _Scanner:
               f"{first.sequence_number}-{head.sequence_number}); the metadata on disk is stale until it is replayed",
               fix=FIX_LOG)
         overlay = OverlaySource(self.raw, min_size=head.last_file_offset)
-        for entry in scan_result.active:
-            for w in entry.writes:
-                if isinstance(w, ZeroWrite):
-                    overlay.add(w.file_offset, None, w.length)
-                else:
-                    overlay.add(w.file_offset, w.data)
+        overlay.add_many((w.file_offset, None, w.length) if isinstance(w, ZeroWrite) else (w.file_offset, w.data, len(w.data))
+                         for entry in scan_result.active for w in entry.writes)
         self.view = overlay
         s.size = overlay.size()
 
@@ -600,6 +665,13 @@ class _Scanner:
             s.add("BAT region", region.file_offset, CORRUPTION,
                   f"the BAT region holds {region.length // BAT_ENTRY_SIZE} entries but the disk needs {needed}")
         count = min(g.bat_entry_count_full, region.length // BAT_ENTRY_SIZE)
+        if needed > count and needed * BAT_ENTRY_SIZE > max(s.size, region.length):
+            # The geometry needs a BAT larger than the whole file: padding the missing entries
+            # would cost memory in proportion to a size nobody stored (README "Limits"). The
+            # region's shortfall is the corruption reported above.
+            s.add("BAT", region.file_offset, INFO, "the BAT entries are not examined: the declared geometry needs "
+                  f"{needed} of them, more than the file could hold")
+            return
         raw = read_upto(self.view, region.file_offset, count * BAT_ENTRY_SIZE)
         if len(raw) < count * BAT_ENTRY_SIZE:
             s.add("BAT", region.file_offset + len(raw), CORRUPTION, "the file ends inside the BAT; the missing "
@@ -902,8 +974,10 @@ class _Scanner:
         ranges = list(self.structures) + self.claimed
         if not ranges:
             return
-        starts = np.array([r[0] for r in ranges], dtype=np.int64)
-        ends = np.array([r[1] for r in ranges], dtype=np.int64)
+        # Offsets read from the file may lie anywhere up to 2**64 (past int64); only the part of
+        # each structure inside the file bounds its free space.
+        starts = np.array([min(r[0], size) for r in ranges], dtype=np.int64)
+        ends = np.array([min(r[1], size) for r in ranges], dtype=np.int64)
         order = np.argsort(starts, kind="stable")
         starts, ends = starts[order], ends[order]
         running = np.maximum.accumulate(ends)
@@ -1000,12 +1074,32 @@ def _candidates(s: Scan, explicit: str | None, search: Sequence[str | os.PathLik
     if explicit is not None:
         return [os.fspath(explicit)]
     locator = s.metadata.parent_locator
-    paths = candidate_paths(locator, os.path.dirname(os.path.abspath(s.path)))
+    if is_url(s.path):  # the parent of a remote image is looked for next to it on the same store
+        paths = candidate_urls(locator, s.path)
+    else:
+        paths = candidate_paths(locator, os.path.dirname(os.path.abspath(s.path)))
     for folder in search:
         for path in candidate_paths(locator, os.fspath(folder)):
             if os.path.dirname(path) == os.path.normpath(os.fspath(folder)) and path not in paths:
                 paths.append(path)
     return paths
+
+
+def _is_file(path: str) -> bool:
+    if not is_url(path):
+        return os.path.isfile(path)
+    try:
+        RemoteSource.open(path).close()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _path_identity(path: str) -> tuple[object, ...] | None:
+    if is_url(path):
+        return RemoteSource.open(path).identity
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino)
 
 
 def _check_parent(s: Scan, explicit: str | None, search: Sequence[str | os.PathLike[str]], ignore_id_mismatch: bool,
@@ -1014,13 +1108,12 @@ def _check_parent(s: Scan, explicit: str | None, search: Sequence[str | os.PathL
     assert s.metadata is not None and s.metadata.parent_locator is not None
     locator = s.metadata.parent_locator
     tried = _candidates(s, explicit, search)
-    found = next((p for p in tried if os.path.isfile(p)), None)
+    found = next((p for p in tried if _is_file(p)), None)
     if found is None:
         s.add("parent locator", None, WARNING, f"parent not found (tried: {', '.join(tried) or 'nothing'}); the chain "
               "was not checked")
         return []
-    st = os.stat(found)
-    if (st.st_dev, st.st_ino) in seen:
+    if _path_identity(found) in seen:
         s.add("parent locator", None, CORRUPTION, f"the chain of parents loops back to {found}")
         return []
     if len(seen) > MAX_CHAIN_DEPTH:

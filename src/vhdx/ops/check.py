@@ -9,6 +9,11 @@ reachable, one step at a time, re-examining the file after each step. Every chan
 through the log or the two-slot header protocol, so a crash at any point leaves an image at
 least as good as before:
 
+0. two valid headers with equal sequence numbers but different contents (neither is current,
+   MS-VHDX 2.2.2) are resolved: both slots are rewritten from the one chosen (a header whose log
+   holds entries to replay wins; otherwise header 1) with new sequence numbers; a damaged file
+   type identifier (the 'vhdxfile' signature) is written anew, keeping the creator string when
+   it is still readable (MS-VHDX 2.2.1);
 1. a pending log is replayed in place (the header update that ends a replay rewrites both
    header slots, which also restores a damaged header from its good twin);
 2. otherwise a damaged (or rule-breaking non-current) header is rewritten from the current one;
@@ -40,17 +45,30 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._units import align_up
-from ..constants import BAT_ENTRY_SIZE, BAT_STATE_MASK, LOG_SECTOR_SIZE, OBJECT_ALIGNMENT, REGION_TABLE_1_OFFSET, REGION_TABLE_2_OFFSET
+from ..constants import (
+    BAT_ENTRY_SIZE,
+    BAT_STATE_MASK,
+    FILE_IDENTIFIER_OFFSET,
+    LOG_SECTOR_SIZE,
+    OBJECT_ALIGNMENT,
+    REGION_TABLE_1_OFFSET,
+    REGION_TABLE_2_OFFSET,
+)
+from ..create import default_creator
 from ..engine.allocator import FreeSpace
 from ..engine.journal import Journal, replay_to_disk
-from ..engine.source import FileSource, RandomAccess
-from ..errors import VhdxError
+from ..engine.source import FileSource, RandomAccess, is_url
+from ..errors import ReadOnlyError, VhdxError
+from ..model._decode import build_struct
 from ..structs.bat import make_entry
+from ..structs.file_identifier import FILE_IDENTIFIER
 from ._check_scan import (
     CORRUPTION,
     FIX_BAT,
     FIX_EXTEND,
     FIX_HEADER,
+    FIX_HEADER_TIE,
+    FIX_IDENTIFIER,
     FIX_LOG,
     FIX_REGION_TABLE,
     FIX_TRUNCATE,
@@ -101,8 +119,9 @@ class RepairAction:
     """One change made by ``check(..., repair=True)``.
 
     Attributes:
-        action: ``replay-log``, ``restore-header``, ``restore-region-table``, ``extend``,
-            ``relocate-blocks``, ``detach-blocks`` or ``truncate``.
+        action: ``choose-header``, ``restore-file-identifier``, ``replay-log``, ``restore-header``,
+            ``restore-region-table``, ``extend``, ``relocate-blocks``, ``detach-blocks`` or
+            ``truncate``.
         message: what was done.
         virtual_ranges: (virtual offset, length) ranges whose contents changed (detached blocks).
     """
@@ -205,6 +224,8 @@ def check(
         VhdxError: with ``repair``, another writer holds the image.
     """
     name = os.fspath(path)
+    if repair and is_url(name):
+        raise ReadOnlyError("images given by URL are checked read-only; copy the file to repair it", image=name)
     explicit = os.fspath(parent) if parent is not None else None
 
     def examine() -> tuple[Scan, list[tuple[str, Scan]]]:
@@ -220,7 +241,7 @@ def check(
     current = first
     # Trailing leaks go before the BAT step too: blocks it relocates are placed at the end of the
     # file, which would turn a trailing leak into an interior one that only compaction reclaims.
-    steps = (_repair_log, _repair_header, _repair_region_table, _repair_extend, _repair_truncate, _repair_bat,
+    steps = (_repair_header_tie, _repair_identifier, _repair_log, _repair_header, _repair_region_table, _repair_extend, _repair_truncate, _repair_bat,
              _repair_truncate)
     for number, step in enumerate(steps, 1):
         done = step(current, actions)
@@ -313,6 +334,45 @@ def _lock(source: FileSource) -> None:
 
 def _has(s: Scan, tag: str) -> bool:
     return any(f.fix == tag for f in s.findings)
+
+
+def _repair_header_tie(s: Scan, actions: list[RepairAction]) -> set[str] | None:
+    """Equal sequence numbers, different headers (5.2): rewrite both slots from the chosen one.
+
+    ``Journal.update_header`` writes the chosen header with sequence + 1 over the other slot,
+    flushes, then sequence + 2 over the chosen slot: after a crash between the two, the slot
+    written first is current on its own (its sequence number is larger), so the tie never
+    comes back.
+    """
+    if s.tie_index is None or not _has(s, FIX_HEADER_TIE):
+        return None
+    chosen = s.headers[s.tie_index]
+    assert chosen is not None
+    with _Writable(s.path) as source:
+        journal = Journal(source, chosen, s.tie_index)
+        journal.update_header(file_write_guid=uuid.uuid4())
+    actions.append(RepairAction("choose-header", f"rewrote both headers from header {s.tie_index + 1} (equal sequence "
+                                f"numbers, different contents; DataWriteGuid {{{chosen.data_write_guid}}} kept)"))
+    return {FIX_HEADER_TIE}
+
+
+def _repair_identifier(s: Scan, actions: list[RepairAction]) -> set[str] | None:
+    """Write the file type identifier anew (MS-VHDX 2.2.1): the signature, and the creator
+    string when it is still readable, else ours. The first 64 KiB are not covered by the log
+    (it must not target them, VHDX-FORMAT.md 10.2), so they are written directly; a crash leaves
+    either the old (damaged) or the new identifier, and nothing else depends on them."""
+    if s.current is None or not _has(s, FIX_IDENTIFIER):
+        return None
+    creator = s.creator if s.creator is not None else default_creator()
+    data = build_struct(FILE_IDENTIFIER, {"creator": creator})
+    with _Writable(s.path) as source:
+        # The session's first header update comes before any other byte changes (MS-VHDX 2.2.2).
+        Journal(source, s.current, s.current_index).update_header(file_write_guid=uuid.uuid4())
+        source.pwrite(FILE_IDENTIFIER_OFFSET, data)
+        source.sync()
+    kept = "kept the creator string" if s.creator is not None else "the creator string was unreadable; wrote ours"
+    actions.append(RepairAction("restore-file-identifier", f"rewrote the file type identifier ({kept}: {creator!r})"))
+    return {FIX_IDENTIFIER}
 
 
 def _repair_log(s: Scan, actions: list[RepairAction]) -> set[str] | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 from construct import Bytes, Const, Int32ul, Int64ul, Struct
 
 from ..constants import (
@@ -51,3 +52,22 @@ DATA_SECTOR = Struct(
 )
 LOG_ENTRY_HEADER_SIZE = sizeof(LOG_ENTRY_HEADER)
 DESCRIPTOR_SIZE = sizeof(ZERO_DESCRIPTOR)
+
+# The descriptors of an entry in bulk (one numpy record each; both kinds share the layout of the
+# signature, FileOffset and SequenceNumber fields, and ``length`` is a zero descriptor's
+# ZeroLength), so that a log packed with thousands of descriptors is not parsed one construct
+# call at a time.
+DESCRIPTOR_DTYPE = np.dtype({
+    "names": ["signature", "length", "file_offset", "sequence_number"],
+    "formats": ["S4", "<u8", "<u8", "<u8"],
+    "offsets": [field_offset(ZERO_DESCRIPTOR, "signature"), field_offset(ZERO_DESCRIPTOR, "zero_length"),
+                field_offset(ZERO_DESCRIPTOR, "file_offset"), field_offset(ZERO_DESCRIPTOR, "sequence_number")],
+    "itemsize": DESCRIPTOR_SIZE,
+})
+assert all(field_offset(DATA_DESCRIPTOR, name) == field_offset(ZERO_DESCRIPTOR, name)
+           for name in ("file_offset", "sequence_number"))
+DATA_DESCRIPTOR_TRAILING_OFFSET = field_offset(DATA_DESCRIPTOR, "trailing_bytes")
+DATA_DESCRIPTOR_LEADING_OFFSET = field_offset(DATA_DESCRIPTOR, "leading_bytes")
+DATA_SECTOR_SEQUENCE_HIGH_OFFSET = field_offset(DATA_SECTOR, "sequence_high")
+DATA_SECTOR_DATA_OFFSET = field_offset(DATA_SECTOR, "data")
+DATA_SECTOR_SEQUENCE_LOW_OFFSET = field_offset(DATA_SECTOR, "sequence_low")

@@ -24,10 +24,18 @@ chain of parents under chain.
 @click.command(epilog=EPILOG, short_help="Describe an image (qemu-img info and Get-VHD details).")
 @IMAGE_ARGUMENT
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON document instead of text.")
+@click.option("--forensic", is_flag=True,
+              help="Print a case-file JSON report: every identifier, both headers, the locator as recorded, "
+                   "file timestamps and the findings of a read-only check.")
 @parent_options
-def command(image: str, as_json: bool, parent: str | None, parent_search: tuple[str, ...],
+def command(image: str, as_json: bool, forensic: bool, parent: str | None, parent_search: tuple[str, ...],
             ignore_id_mismatch: bool) -> None:
     """Describe IMAGE: geometry, identifiers, headers, log, allocation and parent chain."""
+    if forensic:
+        from vhdx.ops.forensics import forensic_report
+
+        output.emit_json(forensic_report(image, parent_search=parent_search, parent=parent))
+        return
     with open_image(image, parent=parent, parent_search=parent_search, ignore_id_mismatch=ignore_id_mismatch,
                     require_parent=False) as disk:
         info = disk.info()

@@ -54,7 +54,7 @@ class NbdBackend:
 
     def available(self) -> tuple[bool, str]:
         problems = self.missing()
-        return (not problems, "; ".join(problems))
+        return (not problems, "; ".join(problems) + f"; {FALLBACK}" if problems else "")
 
     def _require(self) -> None:
         problems = self.missing()

@@ -137,19 +137,5 @@ def find_children(
     return found
 
 
-def sync_directory(folder: str | os.PathLike[str]) -> None:
-    """Make the removal or creation of directory entries durable (POSIX; ignored elsewhere)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 __all__ = ["Child", "IMAGE_SUFFIXES", "find_children", "image_files", "load_header_and_locator", "resolved_parent",
-           "same_file", "sync_directory"]
+           "same_file"]

@@ -35,7 +35,8 @@ from ..constants import MAX_CHAIN_DEPTH
 from ..create import create
 from ..disk import open_engine
 from ..errors import ParentChainError, VhdxError
-from ._children import find_children, load_header_and_locator, resolved_parent, same_file, sync_directory
+from ..newfile import sync_dir
+from ._children import find_children, load_header_and_locator, resolved_parent, same_file
 from .merge import MergeResult, merge_chain
 from .progress import ProgressCallback
 from .result import OperationResult
@@ -230,7 +231,7 @@ def revert_checkpoint(image: str | os.PathLike[str], *,
     active = chain[-1]
     size = os.path.getsize(active)
     os.unlink(active)
-    sync_directory(os.path.dirname(active))
+    sync_dir(os.path.dirname(active))
     return CheckpointResult(action="revert", checkpoint=active, active=chain[-2], chain=chain[:-1], merge=None,
                             file_size_before=size, file_size_after=None, seconds=time.perf_counter() - started)
 
@@ -301,7 +302,7 @@ def _finish_leftover(leftover: str, chain: list[str], parent_search: Sequence[st
     loaded = load_header_and_locator(leftover)
     parent = resolved_parent(loaded, parent_search) if loaded is not None else None
     os.unlink(leftover)
-    sync_directory(os.path.dirname(leftover))
+    sync_dir(os.path.dirname(leftover))
     for index, path in enumerate(chain[:-1]):
         if parent is not None and same_file(path, parent):
             open_engine(chain[index + 1], writable=True, parent_search=parent_search).close()

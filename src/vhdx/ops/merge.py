@@ -61,7 +61,8 @@ from ..engine.mapping import DATA, ZERO
 from ..engine.writer import WritableEngine
 from ..errors import UnsupportedError, VhdxError
 from ..model.parent_locator import build_parent_locator, parse_guid_text
-from ._children import Child, find_children, same_file, sync_directory
+from ..newfile import sync_dir
+from ._children import Child, find_children, same_file
 from .parent_link import stage_parent_locator
 from .progress import ProgressCallback, ProgressReporter
 from .result import OperationResult
@@ -239,7 +240,7 @@ def merge_chain(
             os.unlink(path)
             removed.append(path)
         for folder in {os.path.dirname(os.path.abspath(p)) for p in removed}:
-            sync_directory(folder)
+            sync_dir(folder)
     return MergeResult(
         child=child, target=names[depth], merged=merged, removed=removed, kept=keep, reparented=reparent,
         orphaned=[c.path for _, c in orphaned], data_write_guid=str(guid), resumed=resumed,

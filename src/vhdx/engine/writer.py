@@ -24,6 +24,7 @@ from ..constants import (
     BAT_ENTRY_SIZE,
     BAT_FILE_OFFSET_MASK,
     BAT_STATE_MASK,
+    HEADER_SECTION_SIZE,
     LOG_SECTOR_SIZE,
     OBJECT_ALIGNMENT,
     REGION_TABLE_1_OFFSET,
@@ -133,7 +134,7 @@ class WritableEngine(BlockEngine):
         """Give a block that reads as zeros storage, with ``piece`` in it; the rest reads zero."""
         block_start = block << self._shift
         old_offset = entry & BAT_FILE_OFFSET_MASK
-        if self.fixed and old_offset:
+        if self.fixed and old_offset and self._reusable(old_offset):
             # LeaveBlockAllocated: the block keeps its place; its old bytes may be stale, so the
             # parts not written now are zeroed explicitly.
             file_offset = old_offset
@@ -145,6 +146,28 @@ class WritableEngine(BlockEngine):
             file_offset = self.allocator.allocate(self.block_size)
         self.source.pwrite(file_offset + (pos - block_start), piece)
         self._set_payload_entry(block, make_entry(_FULL, file_offset))
+
+    def _reusable(self, file_offset: int) -> bool:
+        """Whether a fixed disk's block that reads as zeros may take back the space its entry
+        still names. FileOffsetMB is reserved in those states (MS-VHDX 2.5.1.1) and the open does
+        not check it, so a damaged or hostile entry can name the BAT, the metadata, another block
+        or a place terabytes past the end: writing there would bypass the log or grow the file
+        without bound. Only space inside the used file, past the header section, that nothing
+        else claims is taken back; otherwise the block gets new space like a dynamic one."""
+        end = file_offset + self.block_size
+        if file_offset < HEADER_SECTION_SIZE or end > self.allocator.end:
+            return False
+        header = self.journal.header
+        claimed = [(header.log_offset, header.log_offset + header.log_length)]
+        claimed += [(e.file_offset, e.end) for e in self.image.region_table.entries]
+        if any(lo < end and file_offset < hi for lo, hi in claimed):
+            return False
+        bat = self.image.bat
+        present = (bat & np.uint64(BAT_STATE_MASK)) >= np.uint64(SectorBitmapState.PRESENT)
+        starts = (bat[present] & np.uint64(BAT_FILE_OFFSET_MASK)).astype(np.uint64)
+        # Every present entry is taken as a whole block (a sector bitmap block is smaller): an
+        # overestimate only sends the write to new space.
+        return not bool(np.any((starts < np.uint64(end)) & (starts + np.uint64(self.block_size) > np.uint64(file_offset))))
 
     def _write_sectors(self, block: int, entry: int, pos: int, piece: memoryview) -> None:
         """Differencing write into a NOT_PRESENT or PARTIALLY_PRESENT block, sector-exact."""

@@ -15,6 +15,7 @@ References: MS-VHDX 2.1-2.6; VHDX-FORMAT.md 1.2, 4-10.
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -135,6 +136,65 @@ class BlockObject:
     @property
     def name(self) -> str:
         return f"{'payload block' if self.kind == 'payload' else 'sector bitmap block'} {self.index}"
+
+
+def _payload_bat_indices(g: DiskGeometry, blocks: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """``g.payload_bat_index`` of each of ``blocks`` (VHDX-FORMAT.md 8.4)."""
+    return blocks + blocks // g.chunk_ratio
+
+
+def _bitmap_bat_indices(g: DiskGeometry, chunks: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """``g.bitmap_bat_index`` of each of ``chunks`` (VHDX-FORMAT.md 8.4)."""
+    return chunks * (g.chunk_ratio + 1) + g.chunk_ratio
+
+
+class _Blocks:
+    """The payload and sector bitmap blocks the BAT places in the file, as arrays: the sector
+    bitmap blocks first (``bitmaps`` of them, chunk order), then the payload blocks (block
+    order). ``starts`` are their file offsets (inside the file, so they fit an int64). Python
+    objects (``BlockObject``) are made only for the few that a finding names."""
+
+    def __init__(self, g: DiskGeometry, bitmap: npt.NDArray[np.int64], bitmap_offsets: npt.NDArray[np.uint64],
+                 payload: npt.NDArray[np.int64], payload_offsets: npt.NDArray[np.uint64]) -> None:
+        self.g = g
+        self.bitmap = bitmap
+        self.payload = payload
+        self.bitmaps = len(bitmap)
+        self.starts = np.concatenate((bitmap_offsets[bitmap], payload_offsets[payload])).view(np.int64)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def ends(self, positions: npt.NDArray[np.intp] | None = None) -> npt.NDArray[np.int64]:
+        """The ends of the blocks at ``positions`` (all when None), as a new array."""
+        if positions is None:
+            out = self.starts + self.g.block_size
+            out[: self.bitmaps] += SECTOR_BITMAP_BLOCK_SIZE - self.g.block_size
+            return out
+        out = self.starts[positions]
+        out += np.where(positions < self.bitmaps, SECTOR_BITMAP_BLOCK_SIZE, self.g.block_size)
+        return out
+
+    def end(self, i: int) -> int:
+        return int(self.starts[i]) + (SECTOR_BITMAP_BLOCK_SIZE if i < self.bitmaps else self.g.block_size)
+
+    def listing_order(self, positions: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]:
+        """``positions`` (ascending) with the payload blocks first, as findings list them."""
+        first_payload = np.searchsorted(positions, self.bitmaps)
+        return np.concatenate((positions[first_payload:], positions[:first_payload]))
+
+    def block(self, i: int) -> BlockObject:
+        if i < self.bitmaps:
+            return BlockObject("bitmap", int(self.bitmap[i]), int(self.starts[i]), SECTOR_BITMAP_BLOCK_SIZE)
+        return BlockObject("payload", int(self.payload[i - self.bitmaps]), int(self.starts[i]), self.g.block_size)
+
+    def name(self, i: int) -> str:
+        return self.block(i).name
+
+    def bat_index(self, i: int) -> int:
+        if i < self.bitmaps:
+            return self.g.bitmap_bat_index(int(self.bitmap[i]))
+        return self.g.payload_bat_index(int(self.payload[i - self.bitmaps]))
 
 
 @dataclass
@@ -258,17 +318,20 @@ class _Scanner:
         self.view: RandomAccess = raw
         self.progress = progress
         self.structures: list[tuple[int, int, str]] = []  # fixed structures: header section, log, regions
-        self.blocks: list[BlockObject] = []  # payload and bitmap blocks kept after the checks
         # Space some present BAT entry points at, usable or not: not counted as leaked while an
-        # entry claims it (it becomes a leak once a repair detaches the entry).
-        self.claimed: list[tuple[int, int, str]] = []
-        # The decoded BAT, kept between the BAT and sector bitmap checks.
+        # entry claims it (it becomes a leak once a repair detaches the entry). Arrays of start
+        # offsets (all inside the file), each with the length of its objects.
+        self.claimed: list[tuple[npt.NDArray[np.int64], int]] = []
+        # The decoded BAT, kept between the BAT and sector bitmap checks. An image can have
+        # millions of blocks: they are arrays indexed by block (chunk) number, never one Python
+        # object per block.
         self._payload_states: npt.NDArray[np.uint8] = np.zeros(0, dtype=np.uint8)
         self._payload_offsets: npt.NDArray[np.uint64] = np.zeros(0, dtype=np.uint64)
-        self._payload_index: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)
+        # The payload and sector bitmap blocks kept after the checks (the others are detached):
+        # what the overlap check places in the file.
+        self._payload_kept: npt.NDArray[np.bool_] = np.zeros(0, dtype=bool)
         self._bitmap_usable: npt.NDArray[np.bool_] = np.zeros(0, dtype=bool)
         self._bitmap_offsets: npt.NDArray[np.uint64] = np.zeros(0, dtype=np.uint64)
-        self._bitmap_index: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)
 
     def step(self, done: int) -> None:
         report(self.progress, "check", done, _PHASES, "steps")
@@ -672,13 +735,11 @@ class _Scanner:
             s.add("BAT", region.file_offset, INFO, "the BAT entries are not examined: the declared geometry needs "
                   f"{needed} of them, more than the file could hold")
             return
-        raw = read_upto(self.view, region.file_offset, count * BAT_ENTRY_SIZE)
-        if len(raw) < count * BAT_ENTRY_SIZE:
-            s.add("BAT", region.file_offset + len(raw), CORRUPTION, "the file ends inside the BAT; the missing "
-                  "entries are taken as NOT_PRESENT")
         bat = np.zeros(max(count, needed), dtype=np.uint64)
-        whole = len(raw) // BAT_ENTRY_SIZE
-        bat[:whole] = np.frombuffer(raw[: whole * BAT_ENTRY_SIZE], dtype="<u8")
+        got = _read_array(self.view, region.file_offset, bat[:count])
+        if got < count * BAT_ENTRY_SIZE:
+            s.add("BAT", region.file_offset + got, CORRUPTION, "the file ends inside the BAT; the missing "
+                  "entries are taken as NOT_PRESENT")
         s.bat = bat
         self._payload_entries(bat, g)
         self._bitmap_entries(bat, g)
@@ -688,19 +749,23 @@ class _Scanner:
     def _where(self, index: int) -> int:
         return self.s.bat_offset + index * BAT_ENTRY_SIZE
 
-    def _detach(self, index: int, block: int | None) -> None:
+    def _detach(self, indices: npt.NDArray[np.int64], blocks: npt.NDArray[np.int64] | None) -> None:
+        """Detach the BAT entries ``indices``: payload blocks ``blocks`` (the same length), or
+        sector bitmap entries (None). The blocks are dropped from those kept."""
         # Differencing disks get ZERO so that the parent's (stale) data does not show through;
         # the others NOT_PRESENT (VHDX-FORMAT.md 8.3, 12 step 6).
         s = self.s
-        value = int(PayloadBlockState.ZERO) if (s.differencing and block is not None) else int(PayloadBlockState.NOT_PRESENT)
-        s.detach[index] = value
-        if block is not None:
-            s.detached_blocks.add(block)
+        if not indices.size:
+            return
+        value = int(PayloadBlockState.ZERO) if (s.differencing and blocks is not None) else int(PayloadBlockState.NOT_PRESENT)
+        s.detach.update(dict.fromkeys(indices.tolist(), value))
+        if blocks is not None:
+            s.detached_blocks.update(blocks.tolist())
+            self._payload_kept[blocks] = False
 
     def _payload_entries(self, bat: npt.NDArray[np.uint64], g: DiskGeometry) -> None:
         s = self.s
-        pidx = g.payload_bat_indices()
-        entries = bat[pidx]
+        entries = bat[g.payload_bat_indices()]
         states = (entries & np.uint64(BAT_STATE_MASK)).astype(np.uint8)
         # Unsigned: FileOffsetMB << 20 of a garbage entry does not fit in an int64.
         offsets = entries & np.uint64(BAT_FILE_OFFSET_MASK)
@@ -708,8 +773,8 @@ class _Scanner:
 
         def listing(blocks: npt.NDArray[np.intp], text: str) -> list[tuple[str, int | None, str]]:
             # Only what add_many shows is formatted (a garbage BAT has millions of bad entries).
-            return [("BAT", self._where(int(pidx[b])), text.format(b=int(b), state=int(states[b]),
-                                                                   off=_hex(int(offsets[b])))) for b in blocks[:LIST_LIMIT]]
+            return [("BAT", self._where(g.payload_bat_index(int(b))),
+                     text.format(b=int(b), state=int(states[b]), off=_hex(int(offsets[b])))) for b in blocks[:LIST_LIMIT]]
 
         bad = np.zeros(len(states), dtype=bool)
         invalid = np.flatnonzero(~np.isin(states, _KNOWN_PAYLOAD_STATES))
@@ -718,7 +783,7 @@ class _Scanner:
         bad[invalid] = True
         v095 = np.flatnonzero(states == PayloadBlockState.UNMAPPED_V095)
         if v095.size:
-            s.add("BAT", self._where(int(pidx[v095[0]])), WARNING,
+            s.add("BAT", self._where(g.payload_bat_index(int(v095[0]))), WARNING,
                   f"{v095.size} payload block(s) use state 5 (UNMAPPED in the v0.95 draft; read as UNMAPPED)",
                   count=1)
         partial = states == PayloadBlockState.PARTIALLY_PRESENT
@@ -742,7 +807,10 @@ class _Scanner:
         # has probably been truncated"); the missing part reads as zeros, and extending the file
         # makes that explicit without losing the part that is there.
         tail = np.flatnonzero(present & ~bad & (offsets > max(0, size - g.block_size)))
-        short = np.array([b for b in tail.tolist() if int(offsets[b]) + g.block_virtual_length(b) > size], dtype=np.intp)
+        # Offsets of blocks not past the end fit an int64; the virtual length is
+        # ``block_virtual_length`` for every block at once (the last block may be partial).
+        tail_length = np.minimum(g.block_size, g.virtual_size - (tail << g.block_shift))
+        short = tail[offsets[tail].astype(np.int64) + tail_length > size]
         s.add_many(listing(short, f"payload block {{b}} at {{off}} is cut off by the end of the file ({_hex(size)}); "
                                   "the missing part reads as zeros"),
                    CORRUPTION, "{n} more payload blocks are cut off by the end of the file", total=len(short), fix=FIX_EXTEND)
@@ -751,22 +819,22 @@ class _Scanner:
         stray = np.flatnonzero(((states == PayloadBlockState.NOT_PRESENT) | (states == PayloadBlockState.ZERO))
                                & (offsets != 0))
         if stray.size:
-            s.add("BAT", self._where(int(pidx[stray[0]])), WARNING,
+            s.add("BAT", self._where(g.payload_bat_index(int(stray[0]))), WARNING,
                   f"{stray.size} NOT_PRESENT/ZERO payload entr{'y has' if stray.size == 1 else 'ies have'} a non-zero "
                   "FileOffsetMB (reserved; Hyper-V fails to read ZERO entries with an offset)")
         reserved = np.flatnonzero((entries & _BAT_RESERVED_BITS) != 0)
         if reserved.size:
-            s.add("BAT", self._where(int(pidx[reserved[0]])), WARNING,
+            s.add("BAT", self._where(g.payload_bat_index(int(reserved[0]))), WARNING,
                   f"{reserved.size} payload entr{'y has' if reserved.size == 1 else 'ies have'} reserved bits 3-19 set")
-        for b in np.flatnonzero(bad).tolist():
-            self._detach(int(pidx[b]), b)
-        sane = np.flatnonzero(present & (offsets >= HEADER_SECTION_SIZE) & (offsets < size))
-        self.claimed += [(int(offsets[b]), int(offsets[b]) + g.block_size, "payload block") for b in sane.tolist()]
-        good = np.flatnonzero(present & ~bad)
+        del entries
         self._payload_offsets = offsets
         self._payload_states = states
-        self._payload_index = pidx
-        self.blocks += [BlockObject("payload", b, int(offsets[b]), g.block_size) for b in good.tolist()]
+        self._payload_kept = present & ~bad
+        dropped = np.flatnonzero(bad)
+        self._detach(_payload_bat_indices(g, dropped), dropped)
+        # Inside the file: the offsets fit an int64.
+        self.claimed.append((offsets[present & (offsets >= HEADER_SECTION_SIZE) & (offsets < size)].view(np.int64),
+                             g.block_size))
 
     def _bitmap_entries(self, bat: npt.NDArray[np.uint64], g: DiskGeometry) -> None:
         s = self.s
@@ -781,12 +849,10 @@ class _Scanner:
         s.add_many([("BAT", self._where(int(bidx[k])), f"sector bitmap entry {int(k)} has reserved state {int(states[k])}")
                     for k in invalid[:LIST_LIMIT]], CORRUPTION, "{n} more sector bitmap entries have a reserved state",
                    total=len(invalid), fix=FIX_BAT)
-        for k in invalid.tolist():
-            self._detach(int(bidx[k]), None)
+        self._detach(bidx[invalid], None)
         usable = np.zeros(len(bidx), dtype=bool)
-        sane = np.flatnonzero(present & (offsets >= HEADER_SECTION_SIZE) & (offsets < s.size))
-        self.claimed += [(int(offsets[k]), int(offsets[k]) + SECTOR_BITMAP_BLOCK_SIZE, "sector bitmap block")
-                         for k in sane.tolist()]
+        self.claimed.append((offsets[present & (offsets >= HEADER_SECTION_SIZE) & (offsets < s.size)].view(np.int64),
+                             SECTOR_BITMAP_BLOCK_SIZE))
         if not s.differencing:
             # MS-VHDX 2.5.1.2: SB_BLOCK_NOT_PRESENT in every fixed or dynamic file. Readers ignore
             # the entry, but QEMU's check takes it for a payload entry; detaching it changes nothing
@@ -796,31 +862,35 @@ class _Scanner:
                          "a parent (must be NOT_PRESENT)") for k in stray[:LIST_LIMIT]], CORRUPTION,
                        "{n} more sector bitmap entries are PRESENT in a disk without a parent", total=len(stray),
                        fix=FIX_BAT)
-            for k in stray.tolist():
-                self._detach(int(bidx[k]), None)
+            self._detach(bidx[stray], None)
         else:
             size = s.size
-            for k in np.flatnonzero(present).tolist():
-                off = int(offsets[k])
+            chunks = np.flatnonzero(present)
+            at = offsets[chunks]
+            low = at < HEADER_SECTION_SIZE
+            past = ~low & (at >= size)
+            ok = ~low & ~past
+            # off + 1 MiB > size, without overflowing: ok offsets are past the header section.
+            cut = ok & (at > max(0, size - SECTOR_BITMAP_BLOCK_SIZE))
+            # One finding per damaged entry (in chunk order), as there are few sector bitmap blocks.
+            for j in np.flatnonzero(~ok | cut).tolist():
+                k, off = int(chunks[j]), int(at[j])
                 where = self._where(int(bidx[k]))
-                if off < HEADER_SECTION_SIZE:
+                if low[j]:
                     s.add("BAT", where, CORRUPTION, f"sector bitmap block {k} is at {_hex(off)}, inside the header "
                           "section", fix=FIX_BAT)
-                elif off >= size:
+                elif past[j]:
                     s.add("BAT", where, CORRUPTION, f"sector bitmap block {k} lies at {_hex(off)}, past the end of "
                           f"the file ({_hex(size)})", fix=FIX_BAT)
                 else:
-                    if off + SECTOR_BITMAP_BLOCK_SIZE > size:
-                        s.add("BAT", where, CORRUPTION, f"sector bitmap block {k} is cut off by the end of the file "
-                              f"({_hex(size)}); the missing part reads as zeros", fix=FIX_EXTEND)
-                        s.extend_to = max(s.extend_to, off + SECTOR_BITMAP_BLOCK_SIZE)
-                    usable[k] = True
-                    self.blocks.append(BlockObject("bitmap", k, off, SECTOR_BITMAP_BLOCK_SIZE))
-                    continue
-                self._detach(int(bidx[k]), None)
+                    s.add("BAT", where, CORRUPTION, f"sector bitmap block {k} is cut off by the end of the file "
+                          f"({_hex(size)}); the missing part reads as zeros", fix=FIX_EXTEND)
+            if cut.any():
+                s.extend_to = max(s.extend_to, int(at[cut].max()) + SECTOR_BITMAP_BLOCK_SIZE)
+            usable[chunks[ok]] = True
+            self._detach(bidx[chunks[~ok]], None)
         self._bitmap_usable = usable
         self._bitmap_offsets = offsets
-        self._bitmap_index = bidx
         if s.differencing:
             self._orphan_partials(g)
 
@@ -830,18 +900,17 @@ class _Scanner:
         partial = np.flatnonzero(self._payload_states == PayloadBlockState.PARTIALLY_PRESENT)
         if not partial.size:
             return
-        chunks = partial // g.chunk_ratio
-        orphans = partial[~self._bitmap_usable[chunks]]
-        orphans = np.array(sorted(set(orphans.tolist()) - s.detached_blocks), dtype=np.int64)
-        s.add_many([("BAT", self._where(int(self._payload_index[b])),
+        # A present block is kept until it is detached: those already detached are not listed again.
+        orphans = partial[~self._bitmap_usable[partial // g.chunk_ratio] & self._payload_kept[partial]]
+        s.add_many([("BAT", self._where(g.payload_bat_index(int(b))),
                      f"payload block {int(b)} is PARTIALLY_PRESENT but its sector bitmap block is not usable")
                     for b in orphans[:LIST_LIMIT]], CORRUPTION,
                    "{n} more PARTIALLY_PRESENT blocks have no usable sector bitmap block", total=len(orphans), fix=FIX_BAT)
-        drop = set(orphans.tolist())
-        for b in drop:
-            self._detach(int(self._payload_index[b]), int(b))
-        if drop:
-            self.blocks = [o for o in self.blocks if not (o.kind == "payload" and o.index in drop)]
+        self._detach(_payload_bat_indices(g, orphans), orphans)
+
+    def _kept_blocks(self, g: DiskGeometry) -> _Blocks:
+        return _Blocks(g, np.flatnonzero(self._bitmap_usable), self._bitmap_offsets,
+                       np.flatnonzero(self._payload_kept), self._payload_offsets)
 
     def _overlaps(self) -> None:
         """Blocks against the header section, the log and the regions (detached), and against
@@ -849,54 +918,76 @@ class _Scanner:
         s = self.s
         g = s.geometry
         assert g is not None
-        if not self.blocks:
+        blocks = self._kept_blocks(g)
+        if not len(blocks):
             return
-        starts = np.array([o.file_offset for o in self.blocks], dtype=np.int64)
-        ends = starts + np.array([o.length for o in self.blocks], dtype=np.int64)
-        clash = np.zeros(len(self.blocks), dtype=bool)
+        starts, ends = blocks.starts, blocks.ends()
+        clash = np.zeros(len(blocks), dtype=bool)
         for lo, hi, name in self.structures:
-            hits = np.flatnonzero((starts < hi) & (ends > lo) & ~clash)
-            items = []
-            for i in hits.tolist():
-                o = self.blocks[i]
-                index = self._entry_index(o)
-                items.append(("BAT", self._where(index), f"{o.name} at {_hex(o.file_offset)} overlaps the {name}"))
-                self._detach(index, o.index if o.kind == "payload" else None)
-            s.add_many(items, CORRUPTION, f"{{n}} more blocks overlap the {name}", fix=FIX_BAT)
+            hits = blocks.listing_order(np.flatnonzero((starts < hi) & (ends > lo) & ~clash))
+            items = [("BAT", self._where(blocks.bat_index(i)), f"{blocks.name(i)} at {_hex(int(starts[i]))} overlaps "
+                      f"the {name}") for i in hits[:LIST_LIMIT].tolist()]
+            s.add_many(items, CORRUPTION, f"{{n}} more blocks overlap the {name}", total=len(hits), fix=FIX_BAT)
             clash[hits] = True
-        dropped_bitmaps = [o.index for i, o in enumerate(self.blocks) if clash[i] and o.kind == "bitmap"]
-        self.blocks = [o for i, o in enumerate(self.blocks) if not clash[i]]
-        if dropped_bitmaps:
-            # A sector bitmap block that is dropped takes its chunk's partial blocks with it.
-            self._bitmap_usable[dropped_bitmaps] = False
-            self._orphan_partials(g)
-        kept = self.blocks
-        order = sorted(range(len(kept)), key=lambda i: (kept[i].file_offset, kept[i].kind != "bitmap", kept[i].index))
-        k_starts = np.array([kept[i].file_offset for i in order], dtype=np.int64)
-        k_ends = np.array([kept[i].end for i in order], dtype=np.int64)
-        if len(order) < 2 or not np.any(k_starts[1:] < np.maximum.accumulate(k_ends)[:-1]):
+        if clash.any():
+            dropped_payload = blocks.payload[clash[blocks.bitmaps:]]
+            self._detach(_payload_bat_indices(g, dropped_payload), dropped_payload)
+            dropped_bitmaps = blocks.bitmap[clash[: blocks.bitmaps]]
+            self._detach(_bitmap_bat_indices(g, dropped_bitmaps), None)
+            if dropped_bitmaps.size:
+                # A sector bitmap block that is dropped takes its chunk's partial blocks with it.
+                self._bitmap_usable[dropped_bitmaps] = False
+                self._orphan_partials(g)
+            blocks = self._kept_blocks(g)
+        del clash, starts, ends
+        if len(blocks) < 2:
             return
+        # Ordered by (file offset, sector bitmaps first, block number): a stable sort of the file
+        # offsets does that, as the blocks are laid out bitmaps first, each kind in index order
+        # (and often already sorted: an image written in order).
+        order: npt.NDArray[np.intp] | None = None  # None: the blocks are in order already
+        if np.all(blocks.starts[1:] >= blocks.starts[:-1]):
+            sorted_starts = blocks.starts
+            reach = blocks.ends()
+        else:
+            order = np.argsort(blocks.starts, kind="stable")
+            sorted_starts = blocks.starts[order]
+            reach = blocks.ends(order)
+        np.maximum.accumulate(reach, out=reach)  # the end of the furthest block so far
+        # A block that starts before some earlier block ends is a candidate. Those that are not
+        # (nearly all) start a run: nothing before them reaches them, so they are its owner.
+        candidates = np.flatnonzero(sorted_starts[1:] < reach[:-1]) + 1
+        del reach, sorted_starts
+        if not candidates.size:
+            return
+        # Only the candidates are walked, in order, each run from the block before its first one.
+        # A block that overlaps its run's owner (the block reaching furthest among those not
+        # moved) is moved and does not extend the run; another one may become the owner.
         items = []
-        owner_end = -1
-        owner: BlockObject | None = None
-        for i in order:
-            o = kept[i]
-            if owner is not None and o.file_offset < owner_end:
-                if o.file_offset == owner.file_offset:
-                    text = f"{o.name} and {owner.name} both point at file offset {_hex(o.file_offset)}"
-                else:
-                    text = f"{o.name} at {_hex(o.file_offset)} overlaps {owner.name} at {_hex(owner.file_offset)}"
-                items.append(("BAT", self._where(self._entry_index(o)), text))
-                s.relocate.append(o)
+        total = 0
+        owner = owner_end = -1
+        previous = -2
+        for p in candidates.tolist():
+            if p != previous + 1:
+                owner = p - 1 if order is None else int(order[p - 1])
+                owner_end = blocks.end(owner)
+            previous = p
+            i = p if order is None else int(order[p])
+            start, end = int(blocks.starts[i]), blocks.end(i)
+            if start < owner_end:
+                total += 1
+                if len(items) < LIST_LIMIT:
+                    if start == int(blocks.starts[owner]):
+                        text = f"{blocks.name(i)} and {blocks.name(owner)} both point at file offset {_hex(start)}"
+                    else:
+                        text = (f"{blocks.name(i)} at {_hex(start)} overlaps {blocks.name(owner)} at "
+                                f"{_hex(int(blocks.starts[owner]))}")
+                    items.append(("BAT", self._where(blocks.bat_index(i)), text))
+                s.relocate.append(blocks.block(i))
                 continue
-            if o.end > owner_end:
-                owner_end, owner = o.end, o
-        s.add_many(items, CORRUPTION, "{n} more blocks overlap other blocks", fix=FIX_BAT)
-
-    def _entry_index(self, o: BlockObject) -> int:
-        g = self.s.geometry
-        assert g is not None
-        return g.payload_bat_index(o.index) if o.kind == "payload" else g.bitmap_bat_index(o.index)
+            if end > owner_end:
+                owner, owner_end = i, end
+        s.add_many(items, CORRUPTION, "{n} more blocks overlap other blocks", total=total, fix=FIX_BAT)
 
     def _statistics(self, bat: npt.NDArray[np.uint64], g: DiskGeometry) -> None:
         s = self.s
@@ -917,8 +1008,10 @@ class _Scanner:
         per_block = g.sectors_per_block // 8
         states = self._payload_states
         full_with_clear = 0
-        empty_partial: list[int] = []
-        full_partial: list[int] = []
+        # Partially present blocks with no sector bit set, and with every bit set: how many, and
+        # the first (a differencing disk can have millions of partial blocks).
+        empty_partial: list[int] = [0, -1]
+        full_partial: list[int] = [0, -1]
         for k in np.flatnonzero(self._bitmap_usable).tolist():
             off = int(self._bitmap_offsets[k])
             data = read_upto(self.view, off, SECTOR_BITMAP_BLOCK_SIZE)
@@ -945,19 +1038,22 @@ class _Scanner:
             full = chunk_states == PayloadBlockState.FULLY_PRESENT
             part = chunk_states == PayloadBlockState.PARTIALLY_PRESENT
             full_with_clear += int(np.count_nonzero(full & ~all_set))
-            empty_partial += (np.flatnonzero(part & none_set) + first).tolist()
-            full_partial += (np.flatnonzero(part & all_set) + first).tolist()
+            for tally, mask in ((empty_partial, part & none_set), (full_partial, part & all_set)):
+                hits = np.flatnonzero(mask)
+                if hits.size and not tally[0]:
+                    tally[1] = int(hits[0]) + first
+                tally[0] += int(hits.size)
         if full_with_clear:
             s.add("sector bitmap", None, INFO, f"{full_with_clear} FULLY_PRESENT block(s) have clear bits in the sector "
                   "bitmap (the bitmap is ignored for them)")
-        if empty_partial:
-            s.add("BAT", self._where(int(self._payload_index[empty_partial[0]])), WARNING,
-                  f"{len(empty_partial)} PARTIALLY_PRESENT block(s) have no sector bit set (every sector comes from the "
-                  f"parent), first: block {empty_partial[0]}")
-        if full_partial:
-            s.add("BAT", self._where(int(self._payload_index[full_partial[0]])), INFO,
-                  f"{len(full_partial)} PARTIALLY_PRESENT block(s) have every sector bit set (could be FULLY_PRESENT), "
-                  f"first: block {full_partial[0]}")
+        if empty_partial[0]:
+            s.add("BAT", self._where(g.payload_bat_index(empty_partial[1])), WARNING,
+                  f"{empty_partial[0]} PARTIALLY_PRESENT block(s) have no sector bit set (every sector comes from the "
+                  f"parent), first: block {empty_partial[1]}")
+        if full_partial[0]:
+            s.add("BAT", self._where(g.payload_bat_index(full_partial[1])), INFO,
+                  f"{full_partial[0]} PARTIALLY_PRESENT block(s) have every sector bit set (could be FULLY_PRESENT), "
+                  f"first: block {full_partial[1]}")
 
     # --- leaked and free space (VHDX-FORMAT.md 1.2) ------------------------------------------------------
     def free_space(self) -> None:
@@ -971,16 +1067,19 @@ class _Scanner:
         """
         s = self.s
         size = s.size
-        ranges = list(self.structures) + self.claimed
-        if not ranges:
-            return
         # Offsets read from the file may lie anywhere up to 2**64 (past int64); only the part of
-        # each structure inside the file bounds its free space.
-        starts = np.array([min(r[0], size) for r in ranges], dtype=np.int64)
-        ends = np.array([min(r[1], size) for r in ranges], dtype=np.int64)
+        # each structure inside the file bounds its free space. Claimed blocks start inside it.
+        starts = np.concatenate([np.array([min(r[0], size) for r in self.structures], dtype=np.int64)]
+                                + [at for at, _ in self.claimed])
+        if not starts.size:
+            return
+        ends = np.concatenate([np.array([min(r[1], size) for r in self.structures], dtype=np.int64)]
+                              + [np.minimum(at + length, size) for at, length in self.claimed])
         order = np.argsort(starts, kind="stable")
-        starts, ends = starts[order], ends[order]
-        running = np.maximum.accumulate(ends)
+        starts = starts[order]
+        running = ends[order]
+        del order, ends
+        np.maximum.accumulate(running, out=running)
         s.used_end = int(running[-1])
         s.leak_checked = True
         gaps: list[tuple[int, int]] = []
@@ -1021,6 +1120,19 @@ class _Scanner:
                     return True
                 pos += n
         return False
+
+
+def _read_array(source: RandomAccess, offset: int, out: npt.NDArray[np.uint64]) -> int:
+    """Read little-endian 64-bit entries at ``offset`` straight into ``out`` (no copy through
+    bytes: a BAT can be hundreds of MiB); fewer at the end of the file. A partial last entry is
+    left zero, as are the missing ones. Returns the bytes read."""
+    raw = out.view(np.uint8)
+    length = max(0, min(raw.size, source.size() - offset))
+    got = source.readinto(offset, memoryview(raw)[:length]) if length else 0
+    raw[got - got % BAT_ENTRY_SIZE : got] = 0
+    if sys.byteorder == "big":
+        out.byteswap(inplace=True)
+    return got
 
 
 def _data_ranges(source: RandomAccess, lo: int, hi: int) -> list[tuple[int, int]]:

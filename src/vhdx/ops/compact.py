@@ -54,9 +54,9 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 import numpy as np
+import numpy.typing as npt
 
 from .. import newfile
-from .._units import align_down, align_up
 from ..constants import (
     BAT_FILE_OFFSET_MASK,
     BAT_STATE_MASK,
@@ -350,18 +350,28 @@ class _Compactor:
         reserved += [(e.file_offset, e.end) for e in engine.image.region_table.entries]
         payload = engine.payload
         states = payload & np.uint64(BAT_STATE_MASK)
+        # Arrays, not one Python object per block: an image can have millions of them. Offsets
+        # fit an int64: a writable open refuses blocks past the end of the file (model/bat.py).
         blocks = np.flatnonzero((states == _FULL) | (states == _PARTIAL))
-        objects = [(int(o), g.block_size, int(b), False)
-                   for b, o in zip(blocks.tolist(), (payload[blocks] & np.uint64(BAT_FILE_OFFSET_MASK)).tolist())]
+        offsets = (payload[blocks] & np.uint64(BAT_FILE_OFFSET_MASK)).view(np.int64)
+        del states
+        chunks = np.zeros(0, dtype=np.int64)
+        bitmap_offsets = np.zeros(0, dtype=np.int64)
         if engine.differencing:
             bat = engine.image.bat
             indices = g.bitmap_bat_indices()
             inside = indices < len(bat)
             entries = bat[indices[inside]]
-            present = np.flatnonzero((entries & np.uint64(BAT_STATE_MASK)) == _SB_PRESENT)
-            objects += [(int(entries[k]) & BAT_FILE_OFFSET_MASK, SECTOR_BITMAP_BLOCK_SIZE, int(k), True)
-                        for k in present.tolist()]
-        return plan_moves(objects, reserved)
+            chunks = np.flatnonzero((entries & np.uint64(BAT_STATE_MASK)) == _SB_PRESENT)
+            bitmap_offsets = (entries[chunks] & np.uint64(BAT_FILE_OFFSET_MASK)).view(np.int64)
+        if chunks.size:
+            offsets = np.concatenate((offsets, bitmap_offsets))
+            blocks = np.concatenate((blocks, chunks))
+        lengths = np.full(len(offsets), g.block_size, dtype=np.int64)
+        lengths[len(offsets) - len(chunks) :] = SECTOR_BITMAP_BLOCK_SIZE
+        bitmap = np.zeros(len(offsets), dtype=bool)
+        bitmap[len(offsets) - len(chunks) :] = True
+        return plan_block_moves(offsets, lengths, blocks, bitmap, reserved)
 
     def move(self, moves: list[Move]) -> None:
         """Copy the planned blocks in batches; after each batch, sync and switch the BAT entries
@@ -434,8 +444,19 @@ class _Compactor:
 
 
 def plan_moves(objects: list[tuple[int, int, int, bool]], reserved: list[tuple[int, int]]) -> tuple[list[Move], int]:
-    """Plan a compaction: ``objects`` are ``(file_offset, length, index, bitmap)`` blocks, ``reserved``
-    the ``(start, end)`` ranges nothing may move into (header section, log, regions).
+    """``plan_block_moves`` with the objects given as ``(file_offset, length, index, bitmap)``
+    tuples (for a few objects; ``plan`` passes arrays)."""
+    return plan_block_moves(np.array([o[0] for o in objects], dtype=np.int64),
+                            np.array([o[1] for o in objects], dtype=np.int64),
+                            np.array([o[2] for o in objects], dtype=np.int64),
+                            np.array([o[3] for o in objects], dtype=bool), reserved)
+
+
+def plan_block_moves(offsets: npt.NDArray[np.int64], lengths: npt.NDArray[np.int64], indices: npt.NDArray[np.int64],
+                     bitmap: npt.NDArray[np.bool_], reserved: list[tuple[int, int]]) -> tuple[list[Move], int]:
+    """Plan a compaction: object ``i`` is ``lengths[i]`` bytes at ``offsets[i]``, payload block
+    ``indices[i]`` (or the sector bitmap block of chunk ``indices[i]`` when ``bitmap[i]``);
+    ``reserved`` the ``(start, end)`` ranges nothing may move into (header section, log, regions).
 
     The highest object goes to the lowest hole (1 MiB-aligned free space, VHDX-FORMAT.md 1.2) that
     holds it and lies below it, then the next highest, and so on until one cannot move lower:
@@ -443,37 +464,70 @@ def plan_moves(objects: list[tuple[int, int, int, bool]], reserved: list[tuple[i
     the free space *before* any move; the space a moved object leaves is never reused in the same
     plan (it is still referenced until the move is committed). Holes only shrink, so the search
     for the first hole big enough for a given length never goes back (one pointer per length).
+    Objects at one offset are taken in the order given.
+
+    The holes and the order come from sorts of the arrays; Python only walks the objects that
+    move (and the one that stops the walk), so a plan of millions of blocks of which few move
+    costs a few array passes.
 
     Returns:
         The moves, highest object first, and the end of the last structure once they are done.
     """
-    spans = sorted([(s, e) for s, e in reserved if e > s] + [(o, o + n) for o, n, _, _ in objects])
-    holes: list[list[int]] = []
-    cursor = 0
-    for s, e in spans:
-        lo, hi = align_up(cursor, OBJECT_ALIGNMENT), align_down(s, OBJECT_ALIGNMENT)
-        if hi > lo:
-            holes.append([lo, hi])
-        cursor = max(cursor, e)
+    count = len(offsets)
+    final_end = max((e for _, e in reserved), default=0)
+    if not count:
+        return [], final_end
+    ascending = np.argsort(offsets, kind="stable")
+    # Free space: every span (reserved range or object) in order of start; a hole lies between the
+    # furthest end so far and the next start (1 MiB-aligned inwards). Of two spans with one start
+    # either may come first: the second starts before the first ends, so no hole is between them.
+    starts = offsets[ascending]
+    ties = bool(np.any(starts[1:] == starts[:-1]))
+    reach = starts + lengths[ascending]
+    spans = sorted((s, e) for s, e in reserved if e > s)
+    if spans:  # a few ranges, put in their places among the sorted objects
+        at = np.searchsorted(starts, [s for s, _ in spans])
+        starts = np.insert(starts, at, [s for s, _ in spans])
+        reach = np.insert(reach, at, [e for _, e in spans])
+    np.maximum.accumulate(reach, out=reach)  # the furthest end so far
+    lo = np.empty_like(reach)
+    lo[0] = 0
+    lo[1:] = reach[:-1]
+    del reach
+    np.maximum(lo, 0, out=lo)
+    lo += OBJECT_ALIGNMENT - 1  # align_up
+    lo -= lo % OBJECT_ALIGNMENT
+    starts -= starts % OBJECT_ALIGNMENT  # align_down (starts are not negative)
+    found = starts > lo
+    hole_lo: list[int] = lo[found].tolist()
+    hole_hi: list[int] = starts[found].tolist()
+    del lo, starts, found
+    # Highest first; objects at one offset in the order given (as a stable sort puts them).
+    descending = np.argsort(-offsets, kind="stable") if ties else ascending[::-1]
     first_fit: dict[int, int] = {}
     moves: list[Move] = []
-    final_end = max((e for _, e in reserved), default=0)
-    ordered = sorted(objects, key=lambda o: o[0], reverse=True)
-    stopped_at = len(ordered)
-    for i, (offset, length, index, bitmap) in enumerate(ordered):
-        h = first_fit.get(length, 0)
-        while h < len(holes) and holes[h][1] - holes[h][0] < length:
-            h += 1
-        first_fit[length] = h
-        if h == len(holes) or holes[h][0] >= offset:
-            stopped_at = i
+    stopped_at = count
+    walk = 4096  # objects fetched to Python at a time: the walk usually stops early
+    for base in range(0, count, walk):
+        part = descending[base : base + walk]
+        for i, (offset, length) in enumerate(zip(offsets[part].tolist(), lengths[part].tolist())):
+            h = first_fit.get(length, 0)
+            while h < len(hole_lo) and hole_hi[h] - hole_lo[h] < length:
+                h += 1
+            first_fit[length] = h
+            if h == len(hole_lo) or hole_lo[h] >= offset:
+                stopped_at = base + i
+                break
+            target = hole_lo[h]
+            hole_lo[h] += length
+            j = int(part[i])
+            moves.append(Move(int(indices[j]), bool(bitmap[j]), offset, target, length))
+            final_end = max(final_end, target + length)
+        if stopped_at < count:
             break
-        target = holes[h][0]
-        holes[h][0] += length
-        moves.append(Move(index, bitmap, offset, target, length))
-        final_end = max(final_end, target + length)
-    for offset, length, _, _ in ordered[stopped_at:]:
-        final_end = max(final_end, offset + length)
+    if stopped_at < count:
+        rest = descending[stopped_at:]
+        final_end = max(final_end, int((offsets[rest] + lengths[rest]).max()))
     return moves, final_end
 
 
@@ -556,4 +610,4 @@ def _convert_fixed(engine: WritableEngine, path: str | os.PathLike[str], name: s
     )
 
 
-__all__ = ["CompactResult", "Move", "compact", "plan_moves"]
+__all__ = ["CompactResult", "Move", "compact", "plan_block_moves", "plan_moves"]

@@ -5,7 +5,8 @@ itself: every target is 1 MiB-aligned free space of the layout *before* any move
 of another object, old or new, nor a reserved range), below the object's old place; targets do
 not overlap each other; the returned end is the end of the highest structure afterwards; and the
 result is tight where it can be (with objects of one size, no hole big enough for one is left
-below the new end).
+below the new end). And the planner (arrays and sorts) gives exactly what the rule written the
+plain way, one tuple per object (``reference_plan``), gives.
 """
 
 from __future__ import annotations
@@ -91,3 +92,74 @@ def test_plan_rules(layout: tuple[list[tuple[int, int, int, bool]], list[tuple[i
                 break
             assert s - cursor < size, f"a {size >> 20} MiB hole at {cursor >> 20} MiB below an object"
             cursor = max(cursor, e)
+
+
+# --- the array planner against a plain reference ------------------------------------------------
+# plan_moves works on arrays (sorts, one Python step per object that moves). The reference below
+# is the same rule written the obvious way, one tuple per object; on any layout (objects that
+# overlap, share an offset or sit in reserved ranges included) both must give the same moves in
+# the same order and the same end.
+
+
+def _align_up(n: int) -> int:
+    return -(-n // MiB) * MiB
+
+
+def reference_plan(objects: list[tuple[int, int, int, bool]],
+                   reserved: list[tuple[int, int]]) -> tuple[list[tuple[int, bool, int, int, int]], int]:
+    spans = sorted([(s, e) for s, e in reserved if e > s] + [(o, o + n) for o, n, _, _ in objects])
+    holes = []
+    cursor = 0
+    for s, e in spans:
+        lo, hi = _align_up(cursor), s // MiB * MiB
+        if hi > lo:
+            holes.append([lo, hi])
+        cursor = max(cursor, e)
+    moves = []
+    end = max((e for _, e in reserved), default=0)
+    ordered = sorted(objects, key=lambda o: o[0], reverse=True)  # stable: ties keep their order
+    for i, (offset, length, index, bitmap) in enumerate(ordered):
+        # First hole, lowest first, that holds the object (holes only shrink: a hole too small
+        # for a length stays too small).
+        h = next((k for k, (lo, hi) in enumerate(holes) if hi - lo >= length), None)
+        if h is None or holes[h][0] >= offset:
+            end = max([end] + [o + n for o, n, _, _ in ordered[i:]])
+            break
+        moves.append((index, bitmap, offset, holes[h][0], length))
+        end = max(end, holes[h][0] + length)
+        holes[h][0] += length
+        if holes[h][0] == holes[h][1]:
+            del holes[h]  # full: it can hold nothing more (and the search stays short)
+    return moves, end
+
+
+@st.composite
+def messy_layouts(draw: st.DrawFn) -> tuple[list[tuple[int, int, int, bool]], list[tuple[int, int]]]:
+    """Objects anywhere (overlapping, at one offset, inside reserved ranges), unaligned reserved
+    ranges, empty ones."""
+    reserved = [(0, MiB)] + draw(st.lists(st.tuples(st.integers(0, 40 * MiB), st.integers(0, 8 * MiB))
+                                          .map(lambda t: (t[0], t[0] + t[1])), max_size=4))
+    sizes = draw(st.lists(st.sampled_from([1, 2, 4]), min_size=1, max_size=2))
+    objects = draw(st.lists(st.tuples(st.integers(0, 60), st.sampled_from(sizes), st.booleans()), max_size=40))
+    return [(pos * MiB, n * MiB, i, bitmap) for i, (pos, n, bitmap) in enumerate(objects)], reserved
+
+
+@given(st.one_of(layouts(), messy_layouts()))
+def test_plan_matches_reference(layout: tuple[list[tuple[int, int, int, bool]], list[tuple[int, int]]]) -> None:
+    objects, reserved = layout
+    moves, end = plan_moves(objects, reserved)
+    expected_moves, expected_end = reference_plan(objects, reserved)
+    assert [(m.index, m.bitmap, m.source, m.target, m.length) for m in moves] == expected_moves
+    assert end == expected_end
+
+
+def test_plan_walks_past_one_batch() -> None:
+    """More objects move than the planner fetches to Python at once (4096): blocks at every odd
+    MiB, holes at the even ones; the highest move down into the lowest holes until the two
+    meet near the middle, in the second batch."""
+    count = 10_000
+    objects = [((1 + 2 * i) * MiB, MiB, i, i % 7 == 0) for i in range(count)]
+    moves, end = plan_moves(objects, [(0, MiB)])
+    expected_moves, expected_end = reference_plan(objects, [(0, MiB)])
+    assert [(m.index, m.bitmap, m.source, m.target, m.length) for m in moves] == expected_moves
+    assert end == expected_end and 4096 < len(moves) < count

@@ -81,3 +81,45 @@ def test_real_kernel_attach_when_this_machine_can(tmp_path: Path, monkeypatch: p
     finally:
         backend.detach(att.target)
     assert shutil.which("nbd-client") is not None and not os.path.exists(f"/sys/block/{att.target[5:]}/pid")
+
+
+def test_attach_path_with_a_stand_in_kernel_client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Everything on our side of a kernel attach, for real: the background ``vhdx serve`` on a
+    private Unix socket, the ``nbd-client -unix SOCKET DEVICE -N disk`` call, the state record,
+    and detach stopping the server. Only the kernel is replaced: a stand-in ``nbd-client`` copies
+    the export with nbdcopy (a real NBD client) over that socket into a file named after the
+    device."""
+    from helpers import require_tool
+
+    require_tool("nbdcopy")
+    monkeypatch.setenv("VHDX_STATE_DIR", str(tmp_path / "state"))
+    out = tmp_path / "devices"
+    out.mkdir()
+    fake = tmp_path / "nbd-client"
+    fake.write_text(
+        "#!/bin/sh\n"
+        f'if [ "$1" = "-d" ]; then echo "$2" >> {out}/disconnected; exit 0; fi\n'
+        '[ "$1" = "-unix" ] || exit 3\n'
+        'sock="$2"; dev="$3"; shift 3\n'
+        '[ "$1" = "-N" ] || exit 4\n'
+        f'exec nbdcopy "nbd+unix:///$2?socket=$sock" {out}/$(basename "$dev")\n')
+    fake.chmod(0o755)
+    root = _fake_root(tmp_path, module=True)
+    backend = NbdBackend(str(root), which=lambda name: str(fake) if name == "nbd-client" else shutil.which(name),
+                         euid=lambda: 0)
+    assert backend.available() == (True, "")
+    image = tmp_path / "a.vhdx"
+    with vhdx.create(image, 8 * MiB, block_size=1 * MiB) as d:
+        d.pwrite(MiB, b"the kernel would see this")
+    att = backend.attach(AttachRequest(image=str(image)))
+    assert att.target == "/dev/nbd0" and att.read_only
+    with vhdx.open(image) as d:
+        assert (out / "nbd0").read_bytes() == d.read()
+    listed = backend.list_attached()
+    assert [a.target for a in listed] == ["/dev/nbd0"]
+    pid = att.details["pid"]
+    backend.detach("/dev/nbd0")
+    assert (out / "disconnected").read_text().split() == ["/dev/nbd0"]
+    assert backend.list_attached() == []
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)

@@ -83,3 +83,24 @@ def test_extract_cli(invoke, tmp_path: Path) -> None:
     assert again.exit_code == 1 and "file exists" in again.stderr
     missing = invoke("extract", str(image), str(tmp_path / "x.img"), "--partition", "3")
     assert missing.exit_code == 1 and "extended" in missing.stderr
+
+
+def test_recover_and_log_json_shapes(invoke, tmp_path: Path) -> None:
+    import vhdx
+
+    path = tmp_path / "r.vhdx"
+    with vhdx.create(path, 8 << 20, block_size=1 << 20) as d:
+        d.pwrite(2 << 20, b"secret" * 100)
+        d.flush()
+        d.discard(2 << 20, 1 << 20)
+        d.pwrite(5 << 20, b"later")
+    result = invoke("recover", "--json", str(path))
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    region = next(r for r in doc["regions"] if r["nonzero"])
+    assert {"file_offset", "length", "nonzero", "nonzero_bytes", "kind"} <= set(region)
+    assert region["nonzero_bytes"] == 600
+    log = json.loads(invoke("log", "--json", str(path)).stdout)
+    assert isinstance(log["entries"], list) and log["entries"]
+    text = invoke("recover", str(path)).stdout
+    assert "600 non-zero bytes" in text

@@ -7,7 +7,7 @@ import click
 from vhdx._units import format_size
 from vhdx.ops.forensics import find_hidden
 
-from ..output import emit_json, operation_document
+from ..output import emit_json
 
 EPILOG = """\b
 Examples:
@@ -19,8 +19,9 @@ Lists the parts of the file that no structure references, cut into payload-block
 (space left by compaction, trims, resizes or allocations a crash cut short), blocks whose BAT
 entry was released but still records an offset, slack after the last structure, and reserved
 areas (header, region table, metadata table, BAT tail) holding non-zero bytes. Offsets are file
-offsets. The image is opened read-only and never written. JSON: {"regions": [{"file-offset",
-"length", "kind", "structure", "nonzero", "nonzero-bytes", "first-nonzero", "dumped"}, ...]}.
+offsets. The image is opened read-only and never written. JSON (snake_case keys, the shape
+scripts rely on): {"regions": [{"file_offset", "length", "kind", "structure", "nonzero",
+"nonzero_bytes", "first_nonzero", "dumped"}, ...], "bytes_unreferenced", "bytes_nonzero", ...}.
 """
 
 
@@ -34,7 +35,7 @@ def command(image: str, out_dir: str | None, include_zero: bool, as_json: bool) 
     """List the regions of IMAGE that no structure references, and non-zero reserved bytes."""
     result = find_hidden(image, out_dir=out_dir, include_zero=include_zero)
     if as_json:
-        emit_json(operation_document(result))
+        emit_json(result.as_dict())
         return
     click.echo(f"{image}: {format_size(result.bytes_unreferenced)} unreferenced, "
                f"{result.bytes_nonzero} non-zero bytes outside the visible disk")

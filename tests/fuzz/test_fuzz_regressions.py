@@ -51,6 +51,12 @@ CASES = [
          "a RecordingFile; on a file, a huge sparse file, or writes into the BAT or metadata when the offset "
          "names them); fixed in engine/writer.py (_reusable: only free space inside the used file is taken back)",
          None),
+    Case("write-unused-bat-slot-moves-file-end.vhdx.gz", "sector4k",
+         "(hypothesis, ci profile) bytes spliced into the BAT's unused slots (past the last payload entry of a "
+         "4096-byte-sector disk, never read or validated): the writable open took a stray PRESENT value there "
+         "as the end of the used file, so the first allocation extended the file to ~2**60 (MemoryError / "
+         "OverflowError on a RecordingFile); fixed in engine/writer.py (_used_end counts only validated entries)",
+         None),
 ]
 
 

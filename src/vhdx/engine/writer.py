@@ -71,17 +71,23 @@ class WritableEngine(BlockEngine):
     def _used_end(self) -> int:
         """End of the last structure in the file (regions, log, blocks; blocks may pass EOF).
 
-        Payload (FULLY/PARTIALLY_PRESENT: states 6 and 7) and sector bitmap (PRESENT: 6) entries
-        are taken together in one pass over the BAT; counting every present entry as a whole
-        payload block may overestimate the end by less than a block, which only leaves a gap.
+        Only entries the open validated count: the payload entries (FULLY/PARTIALLY_PRESENT) and,
+        in a differencing disk, the sector bitmap entries. The BAT's unused slots (past the last
+        chunk's entries) are never read or validated, so a stray value there must not move the
+        end of the file (a hostile slot would make the next allocation extend it by terabytes).
         """
         header = self.journal.header
         ends = [header.log_offset + header.log_length]
         ends += [e.end for e in self.image.region_table.entries]
-        bat = self.image.bat
-        present = (bat & np.uint64(BAT_STATE_MASK)) >= np.uint64(SectorBitmapState.PRESENT)
+        payload = self.payload
+        present = (payload & np.uint64(BAT_STATE_MASK)) >= np.uint64(_FULL)
         if present.any():
-            ends.append(int((bat[present] & np.uint64(BAT_FILE_OFFSET_MASK)).max()) + self.geometry.block_size)
+            ends.append(int((payload[present] & np.uint64(BAT_FILE_OFFSET_MASK)).max()) + self.geometry.block_size)
+        if self.differencing:
+            view = self.image.view
+            bitmaps = view.bitmap_states == SectorBitmapState.PRESENT
+            if bitmaps.any():
+                ends.append(int(view.bitmap_offsets[bitmaps].max()) + SECTOR_BITMAP_BLOCK_SIZE)
         return max(ends)
 
     # --- BAT updates (staged through the journal) --------------------------------------------------

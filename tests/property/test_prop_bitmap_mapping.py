@@ -92,6 +92,30 @@ def test_absent_bitmap_block_means_nothing_is_here(case) -> None:  # type: ignor
     assert runs == ([] if first == end else [(first, end, False)])
 
 
+@given(st.data())
+def test_blocks_with_data_matches_the_per_block_bits(data: st.DataObject) -> None:
+    """The bulk answer (one read per chunk) equals asking block by block, over several chunks,
+    some without a bitmap block."""
+    g = DiskGeometry(16 * 1024 * MiB, 256 * MiB, 512)  # chunk ratio 16: 4 chunks of 16 blocks
+    assert g.sector_bitmap_block_count == 4
+    per_block = g.sectors_per_block // 8
+    chunks = g.sector_bitmap_block_count
+    image = bytearray(BITMAP_AT + chunks * SECTOR_BITMAP_BLOCK_SIZE)
+    entries = [0] * chunks
+    for chunk in range(chunks):
+        if not data.draw(st.booleans()):
+            continue
+        entries[chunk] = make_entry(SectorBitmapState.PRESENT, BITMAP_AT + chunk * SECTOR_BITMAP_BLOCK_SIZE)
+        for j in data.draw(st.lists(st.integers(0, g.chunk_ratio - 1), max_size=8)):
+            at = BITMAP_AT + chunk * SECTOR_BITMAP_BLOCK_SIZE + j * per_block + data.draw(st.integers(0, per_block - 1))
+            image[at] = data.draw(st.integers(1, 255))
+    source = FileObjectSource(io.BytesIO(bytes(image)), "<bitmap>", writable=False, closefd=False)
+    bitmaps = SectorBitmaps(source.readinto, g, entries.__getitem__)
+    blocks = np.array(data.draw(st.lists(st.integers(0, g.payload_block_count - 1), max_size=60)), dtype=np.int64)
+    want = [bool(bitmaps.block_bits(int(b)).any()) for b in blocks]
+    assert bitmaps.blocks_with_data(blocks).tolist() == want
+
+
 # --- mapping.merge ---------------------------------------------------------------------------------
 
 

@@ -59,6 +59,34 @@ class SectorBitmaps:
             self._cache.popitem(last=False)
         return bits
 
+    def blocks_with_data(self, blocks: npt.NDArray[np.integer]) -> npt.NDArray[np.bool_]:
+        """For each of ``blocks``, whether any of its sectors is present in this file. One read
+        per chunk's bitmap block (not one per payload block), for scans over whole BATs."""
+        g = self._geometry
+        out = np.zeros(len(blocks), dtype=bool)
+        if not len(blocks):
+            return out
+        ratio = g.chunk_ratio
+        per_block = g.sectors_per_block // 8
+        blocks = np.asarray(blocks, dtype=np.int64)
+        chunks = blocks // ratio
+        order = np.argsort(chunks, kind="stable")
+        unique, first = np.unique(chunks[order], return_index=True)
+        bounds = np.append(first, len(order))
+        raw = bytearray(ratio * per_block)
+        for k, chunk in enumerate(unique.tolist()):
+            entry = self._bitmap_entry(chunk)
+            if entry & BAT_STATE_MASK != SectorBitmapState.PRESENT:
+                continue  # no bitmap block: no sector of the chunk is present
+            got = self._read_into((entry & BAT_FILE_OFFSET_MASK) + g.bitmap_byte_range(chunk * ratio)[0],
+                                  memoryview(raw))
+            if got < len(raw):
+                raw[got:] = bytes(len(raw) - got)
+            has = np.frombuffer(bytes(raw), dtype=np.uint8).reshape(ratio, per_block).any(axis=1)
+            where = order[bounds[k] : bounds[k + 1]]
+            out[where] = has[blocks[where] - chunk * ratio]
+        return out
+
     def runs(self, block_index: int, first_sector: int, end_sector: int) -> list[tuple[int, int, bool]]:
         """Split sectors [first_sector, end_sector) of a block into (start, end, present) runs."""
         bits = self.block_bits(block_index)[first_sector:end_sector]

@@ -254,9 +254,9 @@ class _Compactor:
 
         if engine.differencing:
             assert engine.bitmaps is not None
-            for block in np.flatnonzero(states == _PARTIAL).tolist():
-                if not engine.bitmaps.block_bits(block).any():
-                    changes[block] = make_entry(_NOT_PRESENT, 0)  # every sector comes from the parent
+            partial = np.flatnonzero(states == _PARTIAL)
+            for block in partial[~engine.bitmaps.blocks_with_data(partial)].tolist():
+                changes[block] = make_entry(_NOT_PRESENT, 0)  # every sector comes from the parent
 
         if scan_zeros:
             released = _ZERO if engine.differencing else _NOT_PRESENT

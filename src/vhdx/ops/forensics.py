@@ -94,12 +94,13 @@ def find_hidden(path: str | os.PathLike[str], *, out_dir: str | os.PathLike[str]
     try:
         raw = engine.image.raw_source
         size = raw.size()
-        used, released = _referenced(engine)
+        starts, ends, released = _referenced(engine)
         regions: list[HiddenRegion] = []
         truncated = False
         unreferenced = nonzero_total = 0
-        end_of_structures = int(max((e for _, e, _ in used), default=HEADER_SECTION_SIZE))
-        for start, end, kind, what in _gaps(used, released, size, engine.block_size, end_of_structures):
+        end_of_structures = int(ends.max())  # the header section is always there
+        for start, end, kind, what in _gaps(_holes(starts, ends, size), released, engine.block_size,
+                                            end_of_structures):
             count, first = _nonzero(raw, start, end)
             unreferenced += end - start
             nonzero_total += count
@@ -124,15 +125,16 @@ def find_hidden(path: str | os.PathLike[str], *, out_dir: str | os.PathLike[str]
                          seconds=time.perf_counter() - t0)
 
 
-def _referenced(engine: BlockEngine) -> tuple[list[tuple[int, int, str]], dict[int, int]]:
-    """(start, end, what) of every structure in use, and {file offset: BAT index} of blocks whose
-    entry was released (ZERO/UNMAPPED/NOT_PRESENT) but still names an offset."""
+def _referenced(engine: BlockEngine) -> tuple[np.ndarray, np.ndarray, dict[int, int]]:
+    """(starts, ends) of every structure in use, as int64 arrays (one entry per allocated block:
+    a BAT of millions makes no Python object per block), and {file offset: BAT index} of blocks
+    whose entry was released (ZERO/UNMAPPED/NOT_PRESENT) but still names an offset."""
     image = engine.image
     header = image.headers.current
-    used = [(0, HEADER_SECTION_SIZE, "header section")]
+    fixed = [(0, HEADER_SECTION_SIZE)]
     if header.log_length:
-        used.append((header.log_offset, header.log_offset + header.log_length, "log"))
-    used += [(e.file_offset, e.end, f"{e.name} region") for e in image.region_table.entries]
+        fixed.append((header.log_offset, header.log_offset + header.log_length))
+    fixed += [(e.file_offset, e.end) for e in image.region_table.entries]
     bat = image.bat
     states = (bat & np.uint64(BAT_STATE_MASK)).astype(np.int64)
     offsets = (bat & np.uint64(BAT_FILE_OFFSET_MASK)).astype(np.int64)
@@ -143,31 +145,39 @@ def _referenced(engine: BlockEngine) -> tuple[list[tuple[int, int, str]], dict[i
     is_bitmap[bitmap_idx] = True
     payload_used = ~is_bitmap & ((states == PayloadBlockState.FULLY_PRESENT) | (states == PayloadBlockState.PARTIALLY_PRESENT))
     bitmap_used = is_bitmap & (states == SectorBitmapState.PRESENT)
-    for idx in np.flatnonzero(payload_used).tolist():
-        used.append((int(offsets[idx]), int(offsets[idx]) + g.block_size, "payload block"))
-    for idx in np.flatnonzero(bitmap_used).tolist():
-        used.append((int(offsets[idx]), int(offsets[idx]) + SECTOR_BITMAP_BLOCK_SIZE, "sector bitmap block"))
+    payload_starts, bitmap_starts = offsets[payload_used], offsets[bitmap_used]
+    starts = np.concatenate([np.array([a for a, _ in fixed], dtype=np.int64), payload_starts, bitmap_starts])
+    ends = np.concatenate([np.array([b for _, b in fixed], dtype=np.int64), payload_starts + g.block_size,
+                           bitmap_starts + SECTOR_BITMAP_BLOCK_SIZE])
     # Only offsets inside the file can mark free space, and each marks it once: a BAT of millions
     # of released entries (all naming offsets) must not become a dict of millions of ints.
     released_mask = ~is_bitmap & ~payload_used & (offsets != 0) & (offsets < image.raw_source.size())
     latest = np.flatnonzero(released_mask)[::-1]  # the last entry naming an offset wins, as before
     marks, first = np.unique(offsets[latest], return_index=True)
     released = dict(zip(marks.tolist(), latest[first].tolist()))
-    return used, released
+    return starts, ends, released
 
 
-def _gaps(used: list[tuple[int, int, str]], released: dict[int, int], size: int, block_size: int,
+def _holes(starts: np.ndarray, ends: np.ndarray, size: int) -> list[tuple[int, int]]:
+    """The ranges of [0, size) that no [start, end) covers: sort by start, and a hole opens
+    wherever a start lies past the furthest end so far."""
+    keep = ends > starts
+    starts, ends = starts[keep], ends[keep]
+    order = np.argsort(starts, kind="stable")
+    starts, ends = starts[order], ends[order]
+    reach = np.maximum.accumulate(ends) if len(ends) else ends
+    previous = np.concatenate([np.zeros(1, dtype=np.int64), reach[:-1]])
+    gap = np.flatnonzero(starts > previous)
+    holes = [(int(previous[i]), min(int(starts[i]), size)) for i in gap.tolist()]
+    last = int(reach[-1]) if len(reach) else 0
+    if last < size:
+        holes.append((last, size))
+    return [(lo, hi) for lo, hi in holes if lo < hi]
+
+
+def _gaps(holes: list[tuple[int, int]], released: dict[int, int], block_size: int,
           end_of_structures: int) -> Iterator[tuple[int, int, str, str]]:
-    """The unreferenced ranges of [0, size), cut into 1 MiB-aligned pieces of at most one block."""
-    spans = sorted((s, e) for s, e, _ in used if e > s)
-    pos = 0
-    holes: list[tuple[int, int]] = []
-    for s, e in spans:
-        if s > pos:
-            holes.append((pos, min(s, size)))
-        pos = max(pos, e)
-    if pos < size:
-        holes.append((pos, size))
+    """The holes cut into 1 MiB-aligned pieces of at most one block, released blocks apart."""
     marks = sorted(released)
     for lo, hi in holes:
         kind = "slack" if lo >= end_of_structures else "unreferenced"

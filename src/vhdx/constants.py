@@ -160,6 +160,11 @@ MAX_FILE_SIZE: Final = 128 * TiB
 REMOTE_CACHE_BLOCK_SIZE: Final = 1 * MiB
 REMOTE_CACHE_BLOCKS: Final = 64
 REMOTE_MAX_REQUEST: Final = 64 * MiB
+# Local reads of at least two pieces are split between the caller and helper threads
+# (engine/helpers.py): one piece per thread, never smaller than this, and at most this many
+# helpers however many CPUs there are (the copy from the page cache saturates memory first).
+READ_SPLIT_MIN_PIECE: Final = 512 * KiB
+MAX_READ_HELPERS: Final = 3
 
 # --- Defaults for new files (VHDX-FORMAT.md 11; Hyper-V's observed defaults) ------------------
 DEFAULT_BLOCK_SIZE: Final = 32 * MiB  # fixed and dynamic

@@ -6,6 +6,8 @@ import sys
 
 import click
 
+from vhdx.engine.buffers import io_buffer
+
 from ..errors import CommandError
 from ..options import IMAGE_ARGUMENT, clamp_range, open_image, parent_options, range_options
 
@@ -38,7 +40,7 @@ def command(image: str, offset: int, length: int | None, parent: str | None, par
     with open_image(image, parent=parent, parent_search=parent_search,
                     ignore_id_mismatch=ignore_id_mismatch) as disk:
         start, remaining = clamp_range(image, disk.size, offset, length)
-        buffer = memoryview(bytearray(min(CHUNK_SIZE, remaining)))
+        buffer = io_buffer(min(CHUNK_SIZE, remaining))
         disk.seek(start)
         while remaining:
             n = disk.readinto(buffer[: min(len(buffer), remaining)])

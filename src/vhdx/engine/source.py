@@ -1,10 +1,11 @@
 """Random-access byte sources: the only module below the public API that performs I/O.
 
 ``FileSource`` reads through a file descriptor with ``os.preadv`` straight into the caller's
-buffer; ``FileObjectSource`` adapts any seekable binary file object; ``OverlaySource`` lays the
-writes of an unreplayed log over another source, in memory, so that a read-only open never writes
-the file (VHDX-FORMAT.md 10.5). ``RemoteSource`` reads a file named by an fsspec URL (``s3://``,
-``http(s)://``, ``memory://``, ...) by byte ranges through a bounded block cache, read-only.
+buffer (a large read in pieces at once, with engine/helpers.py's threads); ``FileObjectSource``
+adapts any seekable binary file object; ``OverlaySource`` lays the writes of an unreplayed log
+over another source, in memory, so that a read-only open never writes the file (VHDX-FORMAT.md
+10.5). ``RemoteSource`` reads a file named by an fsspec URL (``s3://``, ``http(s)://``,
+``memory://``, ...) by byte ranges through a bounded block cache, read-only.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import bisect
 import errno
 import heapq
 import io
+import mmap
 import os
 import re
 import stat
@@ -22,8 +24,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Protocol, runtime_checkable
 
-from ..constants import REMOTE_CACHE_BLOCK_SIZE, REMOTE_CACHE_BLOCKS, REMOTE_MAX_REQUEST
+from ..constants import READ_SPLIT_MIN_PIECE, REMOTE_CACHE_BLOCK_SIZE, REMOTE_CACHE_BLOCKS, REMOTE_MAX_REQUEST
 from ..errors import ReadOnlyError, TruncatedError, UnsupportedError
+from . import helpers
 
 
 @runtime_checkable
@@ -54,6 +57,59 @@ def read_exact(source: RandomAccess, offset: int, length: int, structure: str) -
         raise TruncatedError(f"file ends at 0x{offset + got:x}, inside the {structure} (0x{offset:x}-0x{offset + length:x})",
                              image=source.name, structure=structure, offset=offset)
     return bytes(buf)
+
+
+_SPLIT_AT = 2 * READ_SPLIT_MIN_PIECE
+_PAGE = mmap.PAGESIZE
+
+
+def _preadv_full(fd: int, offset: int, buf: memoryview) -> int:
+    """Fill ``buf`` from ``offset``; short only at the end of the file."""
+    want = len(buf)
+    # One call nearly always fills the buffer; only then loop (end of file, signals, or the
+    # kernel's ~2 GiB cap per call), slicing the view just for the retries.
+    total = os.preadv(fd, [buf], offset) if want else 0
+    if total == want or total == 0:
+        return total
+    while total < want:
+        n = os.preadv(fd, [buf[total:]], offset + total)
+        if n <= 0:
+            break
+        total += n
+    return total
+
+
+def _readinto_split(fd: int, offset: int, buf: memoryview, pieces: int) -> int:
+    """``_preadv_full`` in ``pieces`` pieces: the first read here, the others by helper threads.
+
+    Pieces start at whole pages of the buffer, so a page-aligned buffer stays page-aligned in
+    every piece (the kernel copies several times slower into a misaligned destination).
+    """
+    want = len(buf)
+    step = -(-want // pieces)
+    step += -step % _PAGE
+    bounds = list(range(0, want, step)) + [want]
+    tasks = [helpers.submit(_preadv_full, fd, offset + lo, buf[lo:hi]) for lo, hi in zip(bounds[1:-1], bounds[2:])]
+    counts: list[int] = []
+    try:
+        counts.append(_preadv_full(fd, offset, buf[: bounds[1]]))
+    finally:
+        # Every piece is waited for, even when this one failed: helpers write into ``buf``.
+        errors: list[BaseException] = []
+        for task in tasks:
+            try:
+                counts.append(task.wait())
+            except BaseException as err:  # noqa: PERF203 - collected, the first is raised
+                errors.append(err)
+        if errors:
+            raise errors[0]
+    # The bytes read form a prefix: a short piece (the end of the file) ends it.
+    total = 0
+    for lo, hi, got in zip(bounds, bounds[1:], counts):
+        total += got
+        if got < hi - lo:
+            break
+    return total
 
 
 class FileSource:
@@ -122,17 +178,11 @@ class FileSource:
 
     def readinto(self, offset: int, buf: memoryview) -> int:
         want = len(buf)
-        # One call nearly always fills the buffer; only then loop (end of file, signals, or the
-        # kernel's ~2 GiB cap per call), slicing the view just for the retries.
-        total = os.preadv(self.fd, [buf], offset) if want else 0
-        if total == want or total == 0:
-            return total
-        while total < want:
-            n = os.preadv(self.fd, [buf[total:]], offset + total)
-            if n <= 0:
-                break
-            total += n
-        return total
+        if want >= _SPLIT_AT:
+            pieces = min(helpers.count() + 1, want // READ_SPLIT_MIN_PIECE)
+            if pieces > 1:
+                return _readinto_split(self.fd, offset, buf, pieces)
+        return _preadv_full(self.fd, offset, buf)
 
     def pread(self, offset: int, length: int) -> bytes:
         return os.pread(self.fd, length, offset)

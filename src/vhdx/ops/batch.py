@@ -41,6 +41,8 @@ from typing import Any
 
 from ..constants import MiB
 from ..disk import open as open_disk
+from ..engine import helpers
+from ..engine.buffers import io_buffer
 from ..engine.source import is_url
 from ..errors import UnsupportedError, VhdxError
 from .check import check
@@ -129,11 +131,10 @@ def check_split(split: int) -> int:
 
 def _hash_range(disk: Any, start: int, length: int) -> str:
     h = hashlib.sha256()
-    buf = bytearray(min(_RANGE_CHUNK, max(length, 1)))
-    view = memoryview(buf)
+    view = io_buffer(min(_RANGE_CHUNK, max(length, 1)))
     pos, end = start, start + length
     while pos < end:
-        n = min(len(buf), end - pos)
+        n = min(len(view), end - pos)
         disk.seek(pos)
         got = disk.readinto(view[:n])
         if got != n:
@@ -480,7 +481,10 @@ class _LocalPool:
 
     def _new(self) -> ProcessPoolExecutor:
         self.generation += 1
-        return ProcessPoolExecutor(max_workers=self._workers, mp_context=self._context)
+        # Each worker reads with one thread: the pool already keeps every CPU busy, so splitting a
+        # read across helper threads (engine/helpers.py) would only add handoffs.
+        return ProcessPoolExecutor(max_workers=self._workers, mp_context=self._context,
+                                   initializer=helpers.configure, initargs=(0,))
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
         return self._pool.submit(fn, *args)

@@ -69,6 +69,7 @@ from ..constants import (
     SectorBitmapState,
 )
 from ..disk import open_engine
+from ..engine.buffers import io_buffer
 from ..engine.writer import WritableEngine
 from ..errors import ReadOnlyError, UnsupportedError
 from ..structs.bat import make_entry
@@ -204,7 +205,7 @@ class _Compactor:
         self.reporter = ProgressReporter(progress, OPERATION, None)
         self.bytes_read = 0
         self.bytes_written = 0
-        self._buffer = memoryview(bytearray(IO_CHUNK))
+        self._buffer = io_buffer(IO_CHUNK)
         self._kernel_copy = hasattr(os, "copy_file_range")
 
     def run(self, scan_zeros: bool, started: float) -> CompactResult:

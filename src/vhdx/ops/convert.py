@@ -54,6 +54,7 @@ from .. import newfile
 from ..create import create
 from ..disk import VirtualDisk
 from ..disk import open as open_disk
+from ..engine.buffers import io_buffer
 from .progress import ProgressCallback, ProgressReporter
 from .result import OperationResult
 
@@ -284,7 +285,7 @@ def _copy(source: _Source, sink: _Sink, out_size: int | None, reporter: Progress
     free: queue.Queue[memoryview | None] = queue.Queue()
     ready: queue.Queue[_Filled | BaseException | None] = queue.Queue()
     for _ in range(COPY_BUFFERS):
-        free.put(memoryview(bytearray(COPY_CHUNK)))
+        free.put(io_buffer(COPY_CHUNK))
     stop = threading.Event()
 
     def produce() -> None:

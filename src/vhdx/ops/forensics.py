@@ -44,6 +44,7 @@ from ..constants import (
     SectorBitmapState,
 )
 from ..disk import open_engine
+from ..engine.buffers import io_buffer
 from ..engine.engine import BlockEngine
 from ..engine.source import RandomAccess
 from ..model.log import DataWrite, LogEntry, all_entries
@@ -228,7 +229,7 @@ def _nonzero(raw: RandomAccess, start: int, end: int) -> tuple[int, int | None]:
     end = min(end, raw.size())
     count = 0
     first: int | None = None
-    buf = np.empty(min(SCAN_CHUNK, max(0, end - start)) or 1, dtype=np.uint8)
+    buf = np.frombuffer(io_buffer(min(SCAN_CHUNK, max(0, end - start)) or 1), dtype=np.uint8)
     for lo, hi in _data_ranges(raw, start, end):
         pos = lo
         while pos < hi:
@@ -275,11 +276,11 @@ def _dump(raw: RandomAccess, regions: list[HiddenRegion], folder: Path) -> list[
         target = folder / f"{r.kind}-0x{r.file_offset:012x}.bin"
         with open(target, "wb") as fh:
             pos, end = r.file_offset, r.file_offset + r.length
-            buf = bytearray(min(SCAN_CHUNK, r.length))
+            buf = io_buffer(min(SCAN_CHUNK, r.length))
             while pos < end:
                 n = min(len(buf), end - pos)
-                got = raw.readinto(pos, memoryview(buf)[:n])
-                fh.write(memoryview(buf)[:got])
+                got = raw.readinto(pos, buf[:n])
+                fh.write(buf[:got])
                 if got < n:
                     break
                 pos += n

@@ -17,6 +17,7 @@ from typing import Any
 
 from ..constants import MiB
 from ..disk import VirtualDisk
+from ..engine.buffers import io_buffer
 from ..errors import VhdxError
 from ..model.partitions import Partition
 from .partitions import list_partitions
@@ -80,7 +81,7 @@ def hash_disk(disk: VirtualDisk, algorithms: tuple[str, ...] | list[str] = DEFAU
     size = disk.size
     reporter = ProgressReporter(progress, "hashing", size)
     reporter.start()
-    buffers = [bytearray(HASH_CHUNK), bytearray(HASH_CHUNK)]
+    buffers = [io_buffer(HASH_CHUNK), io_buffer(HASH_CHUNK)]
     done = 0
     with ThreadPoolExecutor(max_workers=max(1, len(algorithms))) as pool:
         pending: list[Any] = []

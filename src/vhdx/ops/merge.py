@@ -56,6 +56,7 @@ from ..constants import (
     PayloadBlockState,
 )
 from ..disk import open_engine
+from ..engine.buffers import io_buffer
 from ..engine.engine import BlockEngine
 from ..engine.mapping import DATA, ZERO
 from ..engine.writer import WritableEngine
@@ -352,8 +353,7 @@ def _copy(reader: BlockEngine, top: BlockEngine, target_path: str, runs: Iterabl
         # The header takes G before any byte of the target changes (MS-VHDX 2.2.2; 7.6).
         engine.journal.begin(visible=True, data_write_guid=guid)
         _copy_virtual_disk_items(engine, top, guid)
-        buf = bytearray(COPY_CHUNK)
-        view = memoryview(buf)
+        view = io_buffer(COPY_CHUNK)
         since_flush = 0
         for start, end, state in runs:
             if state == ZERO:

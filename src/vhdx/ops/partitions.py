@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from ..constants import MiB
 from ..disk import VirtualDisk
+from ..engine.buffers import io_buffer
 from ..errors import VhdxError
 from ..model.partitions import Partition, PartitionTable, read_partition_table
 from ..newfile import discard, make_temp, publish
@@ -80,8 +81,7 @@ def extract_partition(disk: VirtualDisk, index: int, destination: str | os.PathL
     fd, tmp = make_temp(dst)
     read = written = 0
     try:
-        buf = bytearray(COPY_CHUNK)
-        view = memoryview(buf)
+        view = io_buffer(COPY_CHUNK)
         for extent in disk.extents(part.start, window.size):
             if extent.state != "data":
                 reporter.advance(extent.length)

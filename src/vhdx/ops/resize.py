@@ -66,6 +66,7 @@ from ..constants import (
     PayloadBlockState,
 )
 from ..disk import open_engine
+from ..engine.buffers import io_buffer
 from ..engine.mapping import DATA
 from ..engine.writer import WritableEngine
 from ..errors import ParentError, UnsupportedError, VhdxError
@@ -324,8 +325,7 @@ class _Resize:
         """
         engine = self.engine
         source = engine.source
-        buf = bytearray(SCAN_CHUNK)
-        view = memoryview(buf)
+        view = io_buffer(SCAN_CHUNK)
         self._phase(self.old.virtual_size - size)  # virtual bytes examined
         for extent in engine.extents(size, self.old.virtual_size - size):
             if extent.state != DATA or extent.file_offset is None:
@@ -337,7 +337,7 @@ class _Resize:
                 while pos < hi:
                     n = min(SCAN_CHUNK, hi - pos)
                     got = source.readinto(pos, view[:n])  # short past the end of the file: zeros
-                    nonzero = np.flatnonzero(np.frombuffer(buf, dtype=np.uint8, count=got))
+                    nonzero = np.flatnonzero(np.frombuffer(view, dtype=np.uint8, count=got))
                     if len(nonzero):
                         first = extent.virtual_offset + (pos - base) + int(nonzero[0])
                         raise VhdxError(

@@ -9,8 +9,10 @@ Handing a piece to a thread costs about 10 microseconds, so pieces are never sma
 ``READ_SPLIT_MIN_PIECE`` (below 512 KiB the handoff costs more than the second CPU saves).
 
 Only the calling thread ever waits here, and helpers never wait on anything but their queue, so
-nothing can deadlock. ``configure(0)`` turns the helpers off (a process pool that already keeps
-every CPU busy gains nothing from them).
+nothing can deadlock. ``configure(0)`` turns the helpers off for the process (a process pool
+that already keeps every CPU busy gains nothing from them); ``reads_not_split()`` for one thread
+(a pipeline whose other stage already uses the second CPU: convert's reader lost 3-8 % to the
+split on 2 CPUs).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from ..constants import MAX_READ_HELPERS
@@ -113,9 +116,23 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_HELPERS.reset_after_fork)
 
 
+_THREAD = threading.local()
+
+
 def count() -> int:
-    """How many helper threads a read may use besides the caller (0: reads are not split)."""
-    return _HELPERS.count
+    """How many helper threads a read on this thread may use besides it (0: reads are not split)."""
+    return 0 if getattr(_THREAD, "not_split", False) else _HELPERS.count
+
+
+@contextmanager
+def reads_not_split() -> Iterator[None]:
+    """Within this block, reads made by the current thread are not split (other threads' are)."""
+    before = getattr(_THREAD, "not_split", False)
+    _THREAD.not_split = True
+    try:
+        yield
+    finally:
+        _THREAD.not_split = before
 
 
 def configure(helpers: int) -> None:

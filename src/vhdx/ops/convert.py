@@ -54,6 +54,7 @@ from .. import newfile
 from ..create import create
 from ..disk import VirtualDisk
 from ..disk import open as open_disk
+from ..engine import helpers
 from ..engine.buffers import io_buffer
 from .progress import ProgressCallback, ProgressReporter
 from .result import OperationResult
@@ -290,20 +291,26 @@ def _copy(source: _Source, sink: _Sink, out_size: int | None, reporter: Progress
 
     def produce() -> None:
         try:
-            for start, end in source.windows(limit):
-                buffer = free.get()
-                if buffer is None or stop.is_set():
-                    return
-                n = end - start
-                got = source.read(start, buffer[:n])
-                runs = nonzero_runs(buffer, got, ZERO_GRANULE, min_hole) if sparse else [(0, got)] if got else []
-                ready.put(_Filled(start, got, buffer, runs))
-                if got < n:  # the end of a stream
-                    break
+            # This thread and the writing one already keep two CPUs busy: splitting each read
+            # across another thread only adds handoffs (engine/helpers.py).
+            with helpers.reads_not_split():
+                _produce()
         except BaseException as err:  # handed to the writing thread, which raises it
             ready.put(err)
             return
         ready.put(None)
+
+    def _produce() -> None:
+        for start, end in source.windows(limit):
+            buffer = free.get()
+            if buffer is None or stop.is_set():
+                return
+            n = end - start
+            got = source.read(start, buffer[:n])
+            runs = nonzero_runs(buffer, got, ZERO_GRANULE, min_hole) if sparse else [(0, got)] if got else []
+            ready.put(_Filled(start, got, buffer, runs))
+            if got < n:  # the end of a stream
+                break
 
     reader = threading.Thread(target=produce, name="vhdx-convert-reader", daemon=True)
     reader.start()

@@ -207,3 +207,28 @@ def test_io_buffer_is_page_aligned_and_zeroed(size):
     assert len(io_buffer(0)) == 0
     with pytest.raises(ValueError):
         io_buffer(-1)
+
+
+def test_reads_not_split_is_per_thread(source):
+    calls: list[str] = []
+    real = helpers.submit
+
+    def spy(fn, *args):
+        calls.append(threading.current_thread().name)
+        return real(fn, *args)
+
+    helpers.submit = spy
+    try:
+        with helper_count(1):
+            with helpers.reads_not_split():
+                source.readinto(0, memoryview(bytearray(4 * PIECE)))
+                assert calls == [] and helpers.count() == 0
+                other = threading.Thread(target=source.readinto, args=(0, memoryview(bytearray(4 * PIECE))),
+                                         name="other")
+                other.start()
+                other.join()
+                assert calls == ["other"]  # only this thread opted out
+            source.readinto(0, memoryview(bytearray(4 * PIECE)))
+            assert len(calls) == 2 and helpers.count() == 1
+    finally:
+        helpers.submit = real

@@ -18,6 +18,7 @@ import mmap
 import os
 import re
 import stat
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
@@ -59,7 +60,58 @@ def read_exact(source: RandomAccess, offset: int, length: int, structure: str) -
     return bytes(buf)
 
 
-_SPLIT_AT = 2 * READ_SPLIT_MIN_PIECE
+# --- positional I/O on a descriptor ------------------------------------------------------------
+# pread/pwrite leave the file position alone, so any number of threads can share a descriptor.
+# Windows has none of them (nor preadv): there one lock serialises seek + read/write, which is
+# correct but gains nothing from threads, so large reads are not split either. Everything in the
+# package that reads or writes a descriptor at an offset goes through these three names.
+_POSITIONAL = all(hasattr(os, name) for name in ("preadv", "pread", "pwrite"))
+_SEEK_LOCK = threading.Lock()
+
+
+def _positional_pread_into(fd: int, buf: memoryview, offset: int) -> int:
+    return os.preadv(fd, [buf], offset)
+
+
+def _seeking_pread_into(fd: int, buf: memoryview, offset: int) -> int:
+    with _SEEK_LOCK:
+        os.lseek(fd, offset, os.SEEK_SET)
+        with io.FileIO(fd, "rb", closefd=False) as f:  # os.readinto is new in Python 3.14
+            return f.readinto(buf) or 0
+
+
+def _seeking_pread(fd: int, length: int, offset: int) -> bytes:
+    with _SEEK_LOCK:
+        os.lseek(fd, offset, os.SEEK_SET)
+        return os.read(fd, length)
+
+
+def _seeking_pwrite(fd: int, data: bytes | bytearray | memoryview, offset: int) -> int:
+    with _SEEK_LOCK:
+        os.lseek(fd, offset, os.SEEK_SET)
+        return os.write(fd, data)
+
+
+if _POSITIONAL:
+    pread_into = _positional_pread_into
+    pread = os.pread
+    pwrite = os.pwrite
+else:
+    pread_into = _seeking_pread_into
+    pread = _seeking_pread
+    pwrite = _seeking_pwrite
+
+
+def pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
+    """Write all of ``data`` at ``offset`` (``pwrite`` may write less than asked)."""
+    view = memoryview(data)
+    while view:
+        n = pwrite(fd, view, offset)
+        view = view[n:]
+        offset += n
+
+
+_SPLIT_AT = 2 * READ_SPLIT_MIN_PIECE if _POSITIONAL else sys.maxsize
 _PAGE = mmap.PAGESIZE
 
 
@@ -68,11 +120,11 @@ def _preadv_full(fd: int, offset: int, buf: memoryview) -> int:
     want = len(buf)
     # One call nearly always fills the buffer; only then loop (end of file, signals, or the
     # kernel's ~2 GiB cap per call), slicing the view just for the retries.
-    total = os.preadv(fd, [buf], offset) if want else 0
+    total = pread_into(fd, buf, offset) if want else 0
     if total == want or total == 0:
         return total
     while total < want:
-        n = os.preadv(fd, [buf[total:]], offset + total)
+        n = pread_into(fd, buf[total:], offset + total)
         if n <= 0:
             break
         total += n
@@ -182,17 +234,18 @@ class FileSource:
             pieces = min(helpers.count() + 1, want // READ_SPLIT_MIN_PIECE)
             if pieces > 1:
                 return _readinto_split(self.fd, offset, buf, pieces)
-        return _preadv_full(self.fd, offset, buf)
+        # The first call inline (small random reads are the hot path); _preadv_full finishes the
+        # rare short read.
+        total = pread_into(self.fd, buf, offset) if want else 0
+        if total == want or total == 0:
+            return total
+        return total + _preadv_full(self.fd, offset + total, buf[total:])
 
     def pread(self, offset: int, length: int) -> bytes:
-        return os.pread(self.fd, length, offset)
+        return pread(self.fd, length, offset)
 
     def pwrite(self, offset: int, data: bytes | bytearray | memoryview) -> None:
-        view = memoryview(data)
-        while view:
-            n = os.pwrite(self.fd, view, offset)
-            view = view[n:]
-            offset += n
+        pwrite_all(self.fd, data, offset)
 
     def truncate(self, size: int) -> None:
         os.ftruncate(self.fd, size)

@@ -55,6 +55,7 @@ from ..create import create
 from ..disk import VirtualDisk
 from ..disk import open as open_disk
 from ..engine import helpers
+from ..engine import source as fileio
 from ..engine.buffers import io_buffer
 from .progress import ProgressCallback, ProgressReporter
 from .result import OperationResult
@@ -529,9 +530,9 @@ class _RawFileSource:
 
     def read(self, offset: int, view: memoryview) -> int:
         want = len(view)
-        got = os.preadv(self.fd, [view], offset) if want else 0
+        got = fileio.pread_into(self.fd, view, offset) if want else 0
         while got < want:
-            n = os.preadv(self.fd, [view[got:]], offset + got)
+            n = fileio.pread_into(self.fd, view[got:], offset + got)
             if n <= 0:
                 raise OSError(errno.EIO, f"unexpected end of file at offset {offset + got} (did the file shrink "
                               "while it was converted?)", self.name)
@@ -677,17 +678,13 @@ class _RawFileSink:
         self.bytes_written = 0
 
     def write(self, offset: int, view: memoryview) -> None:
-        while view:
-            n = os.pwrite(self.fd, view, offset)
-            view = view[n:]
-            offset += n
-            self.bytes_written += n
+        fileio.pwrite_all(self.fd, view, offset)
+        self.bytes_written += len(view)
 
     def finish(self, size: int) -> int:
         os.ftruncate(self.fd, size)
         if not self.keep_temp:
-            os.fsync(self.fd)
-            os.fchmod(self.fd, 0o666 & ~newfile.current_umask())
+            os.fsync(self.fd)  # publish() sets the mode (os.fchmod is POSIX-only before Python 3.13)
         os.close(self.fd)
         self.fd = -1
         if not self.keep_temp:

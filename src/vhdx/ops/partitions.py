@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from ..constants import MiB
 from ..disk import VirtualDisk
+from ..engine import source as fileio
 from ..engine.buffers import io_buffer
 from ..errors import VhdxError
 from ..model.partitions import Partition, PartitionTable, read_partition_table
@@ -91,7 +92,7 @@ def extract_partition(disk: VirtualDisk, index: int, destination: str | os.PathL
                 n = min(COPY_CHUNK, end - pos)
                 disk.seek(pos)
                 disk.readinto(view[:n])
-                os.pwrite(fd, view[:n], pos - part.start)
+                fileio.pwrite_all(fd, view[:n], pos - part.start)
                 read += n
                 written += n
                 reporter.advance(n)

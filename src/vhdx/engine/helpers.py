@@ -3,10 +3,12 @@
 One ``preadv`` copies from the page cache on one CPU, and asks the device for one range at a
 time. Splitting a large read into pieces read at once by the caller and by helper threads uses
 a second CPU for the copy and keeps more than one request in flight. Measured on a 2-CPU
-machine (benchmarks/compare_read.py, a 1 GiB file in the page cache): 1 MiB requests read
-about 1.3x faster, 4 MiB requests about 1.6x; with the cache dropped, 1 MiB requests about 2x.
-Handing a piece to a thread costs about 10 microseconds, so pieces are never smaller than
-``READ_SPLIT_MIN_PIECE`` (below 512 KiB the handoff costs more than the second CPU saves).
+machine, a 1 GiB file in the page cache, bare ``os.preadv`` split in two: 1 MiB requests
+1.1-1.3x faster, 4 MiB 1.3-1.6x, and 1.7-2.5x with the cache dropped; through ``vhdx.open``
+(benchmarks/compare_read.py) 1 MiB ``readinto`` calls gained 1.07-1.13x and 32 MiB ones 1.5x.
+Handing a piece to a helper and waiting for it costs 15-20 microseconds, so pieces are never
+smaller than ``READ_SPLIT_MIN_PIECE`` (with 512 KiB requests split in two the handoff already
+cost more than the second CPU saved).
 
 Only the calling thread ever waits here, and helpers never wait on anything but their queue, so
 nothing can deadlock. ``configure(0)`` turns the helpers off for the process (a process pool

@@ -165,6 +165,9 @@ REMOTE_MAX_REQUEST: Final = 64 * MiB
 # helpers however many CPUs there are (the copy from the page cache saturates memory first).
 READ_SPLIT_MIN_PIECE: Final = 512 * KiB
 MAX_READ_HELPERS: Final = 3
+# Reads into a buffer of our own use a page-aligned one (engine/buffers.py) from this size on;
+# below it, setting up an anonymous mapping costs more than the faster copy saves.
+ALIGNED_BUFFER_MIN: Final = 256 * KiB
 
 # --- Defaults for new files (VHDX-FORMAT.md 11; Hyper-V's observed defaults) ------------------
 DEFAULT_BLOCK_SIZE: Final = 32 * MiB  # fixed and dynamic

@@ -168,6 +168,14 @@ MAX_READ_HELPERS: Final = 3
 # Reads into a buffer of our own use a page-aligned one (engine/buffers.py) from this size on;
 # below it, setting up an anonymous mapping costs more than the faster copy saves.
 ALIGNED_BUFFER_MIN: Final = 256 * KiB
+# A caller's buffer that starts inside a cache line is read through an aligned buffer of at most
+# ALIGNMENT_BOUNCE_SIZE bytes (per thread) where the kernel copies into such a buffer more than
+# ALIGNMENT_PENALTY times slower; measured once per offset, best of ALIGNMENT_PROBE_ROUNDS reads
+# of ALIGNMENT_PROBE_SIZE bytes each way (engine/source.py).
+ALIGNMENT_BOUNCE_SIZE: Final = 8 * MiB
+ALIGNMENT_PENALTY: Final = 2.0
+ALIGNMENT_PROBE_SIZE: Final = 256 * KiB
+ALIGNMENT_PROBE_ROUNDS: Final = 8
 
 # --- Defaults for new files (VHDX-FORMAT.md 11; Hyper-V's observed defaults) ------------------
 DEFAULT_BLOCK_SIZE: Final = 32 * MiB  # fixed and dynamic

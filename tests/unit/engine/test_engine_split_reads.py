@@ -1,5 +1,6 @@
 """Large reads split between the caller and helper threads (engine/helpers.py, FileSource), and
-the page-aligned buffers large reads go into (engine/buffers.py).
+the page-aligned buffers large reads go into (engine/buffers.py), and the aligned bounce buffer
+used for a caller's buffer that starts inside a cache line where this CPU copies into one slowly.
 
 Oracle: ``os.pread`` of the same file. A split read must return exactly the bytes and the count
 a single read would (a prefix, short only at the end of the file), release every view of the
@@ -19,8 +20,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vhdx.constants import MAX_READ_HELPERS, READ_SPLIT_MIN_PIECE
+from vhdx.constants import ALIGNED_BUFFER_MIN, MAX_READ_HELPERS, READ_SPLIT_MIN_PIECE
 from vhdx.engine import helpers
+from vhdx.engine import source as fileio
 from vhdx.engine.source import FileSource
 
 PIECE = READ_SPLIT_MIN_PIECE
@@ -232,3 +234,81 @@ def test_reads_not_split_is_per_thread(source):
             assert len(calls) == 2 and helpers.count() == 1
     finally:
         helpers.submit = real
+
+
+# --- caller buffers inside a cache line: the bounce path (engine/source.py) -----------------------
+@contextmanager
+def alignment_verdict(slow: bool, bounce_size: int | None = None) -> Iterator[None]:
+    """Pretend this machine's copy into misaligned memory is slow (or not); optionally shrink
+    the bounce buffer so that one read needs several rounds."""
+    from unittest import mock
+
+    patches = [mock.patch.dict(fileio._ALIGNMENT_SLOW, {i: slow for i in range(64)})]
+    if bounce_size is not None:
+        patches.append(mock.patch.object(fileio, "ALIGNMENT_BOUNCE_SIZE", bounce_size))
+    fileio._BOUNCE.__dict__.pop("buffer", None)
+    for p in patches:
+        p.start()
+    try:
+        yield
+    finally:
+        for p in reversed(patches):
+            p.stop()
+        fileio._BOUNCE.__dict__.pop("buffer", None)
+
+
+@settings(max_examples=60, deadline=None)
+@given(count=st.integers(0, 2), offset=st.integers(0, FILE_SIZE + PIECE),
+       length=st.integers(ALIGNED_BUFFER_MIN, 5 * PIECE), misalign=st.integers(1, 63),
+       small_bounce=st.booleans())
+def test_bounced_read_equals_one_pread(data_file, source, count, offset, length, misalign, small_bounce):
+    area = mmap.mmap(-1, length + 64)
+    view = memoryview(area)[misalign : misalign + length]
+    with helper_count(count), alignment_verdict(True, ALIGNED_BUFFER_MIN if small_bounce else None):
+        got = source.readinto(offset, view)
+    expected = data_file[1][offset : offset + length]
+    assert got == len(expected)
+    assert bytes(view[:got]) == expected
+    view.release()
+    area.close()  # BufferError if the address probe or a helper kept a view of it
+
+
+@pytest.mark.parametrize(("slow", "misalign", "bounced"), [(True, 16, True), (True, 0, False), (False, 16, False)])
+def test_bounce_only_for_a_slow_misaligned_buffer(source, monkeypatch, slow, misalign, bounced):
+    calls: list[int] = []
+    real = fileio._readinto_bounced
+    monkeypatch.setattr(fileio, "_readinto_bounced", lambda fd, off, buf: calls.append(len(buf)) or real(fd, off, buf))
+    area = mmap.mmap(-1, 2 * PIECE + 64)
+    view = memoryview(area)[misalign : misalign + 2 * PIECE]
+    with alignment_verdict(slow):
+        assert source.readinto(0, view) == 2 * PIECE
+    assert calls == ([2 * PIECE] if bounced else [])
+    view.release()
+    area.close()
+
+
+def test_small_and_bytearray_reads(source, data_file):
+    """Below ALIGNED_BUFFER_MIN nothing is probed; a bytearray (a common caller buffer) reads right."""
+    with alignment_verdict(True):
+        buf = bytearray(ALIGNED_BUFFER_MIN - 1)
+        assert source.readinto(5, memoryview(buf)) == len(buf)
+        assert bytes(buf) == data_file[1][5 : 5 + len(buf)]
+        big = bytearray(3 * PIECE)
+        assert source.readinto(7, memoryview(big)) == len(big)
+        assert bytes(big) == data_file[1][7 : 7 + len(big)]
+        big.extend(b"x")  # no view of it outlived the read
+
+
+def test_alignment_probe_measures_once_per_offset(monkeypatch):
+    measured: list[int] = []
+    monkeypatch.setattr(fileio, "_ALIGNMENT_SLOW", {})
+    monkeypatch.setattr(fileio, "_measure_alignment_penalty", lambda m: measured.append(m) or 3.0)
+    assert fileio._alignment_is_slow(16) is True
+    assert fileio._alignment_is_slow(16) is True
+    assert measured == [16]
+
+
+def test_alignment_probe_runs_here():
+    """The real probe returns a ratio (its value depends on the CPU and is not checked)."""
+    ratio = fileio._measure_alignment_penalty(16)
+    assert ratio > 0

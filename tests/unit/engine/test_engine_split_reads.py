@@ -58,15 +58,20 @@ def source(data_file: tuple[str, bytes]) -> Iterator[FileSource]:
 @given(count=st.integers(0, MAX_READ_HELPERS), offset=st.integers(0, FILE_SIZE + PIECE),
        length=st.integers(0, 6 * PIECE + 5000), misalign=st.integers(0, 4100))
 def test_split_read_equals_one_pread(data_file, source, count, offset, length, misalign):
+    with helper_count(count):
+        read_and_compare(source, data_file[1], offset, length, misalign)
+
+
+def read_and_compare(source: FileSource, data: bytes, offset: int, length: int, misalign: int) -> None:
+    """Read into a buffer ``misalign`` bytes into a fresh mapping and compare with ``data``."""
     area = mmap.mmap(-1, length + misalign + 1)
     view = memoryview(area)[misalign : misalign + length]
-    with helper_count(count):
-        got = source.readinto(offset, view)
-    expected = data_file[1][offset : offset + length]
+    got = source.readinto(offset, view)
+    expected = data[offset : offset + length]
     assert got == len(expected)
     assert bytes(view[:got]) == expected
     view.release()
-    area.close()  # fails with BufferError if a helper still held a view of the buffer
+    area.close()  # BufferError if a helper or the address probe still held a view of the buffer
 
 
 def test_every_helper_takes_a_piece(source, data_file):
@@ -262,15 +267,8 @@ def alignment_verdict(slow: bool, bounce_size: int | None = None) -> Iterator[No
        length=st.integers(ALIGNED_BUFFER_MIN, 5 * PIECE), misalign=st.integers(1, 63),
        small_bounce=st.booleans())
 def test_bounced_read_equals_one_pread(data_file, source, count, offset, length, misalign, small_bounce):
-    area = mmap.mmap(-1, length + 64)
-    view = memoryview(area)[misalign : misalign + length]
     with helper_count(count), alignment_verdict(True, ALIGNED_BUFFER_MIN if small_bounce else None):
-        got = source.readinto(offset, view)
-    expected = data_file[1][offset : offset + length]
-    assert got == len(expected)
-    assert bytes(view[:got]) == expected
-    view.release()
-    area.close()  # BufferError if the address probe or a helper kept a view of it
+        read_and_compare(source, data_file[1], offset, length, misalign)
 
 
 @pytest.mark.parametrize(("slow", "misalign", "bounced"), [(True, 16, True), (True, 0, False), (False, 16, False)])

@@ -220,22 +220,30 @@ def _measure_alignment_penalty(misalignment: int) -> float:
     except OSError:
         return 1.0
     try:
-        pwrite_all(fd, b"\x5a" * ALIGNMENT_PROBE_SIZE, 0)
-        area = mmap.mmap(-1, ALIGNMENT_PROBE_SIZE + _PAGE)
-        views = (memoryview(area)[:ALIGNMENT_PROBE_SIZE],
-                 memoryview(area)[misalignment : misalignment + ALIGNMENT_PROBE_SIZE])
+        return _time_alignment(fd, misalignment)
+    except OSError:  # no room for the probe (a full /dev/shm quota, ENOMEM): read directly
+        return 1.0
+    finally:
+        os.close(fd)
+
+
+def _time_alignment(fd: int, misalignment: int) -> float:
+    pwrite_all(fd, b"\x5a" * ALIGNMENT_PROBE_SIZE, 0)
+    area = mmap.mmap(-1, ALIGNMENT_PROBE_SIZE + _PAGE)
+    views = (memoryview(area)[:ALIGNMENT_PROBE_SIZE],
+             memoryview(area)[misalignment : misalignment + ALIGNMENT_PROBE_SIZE])
+    try:
         best = [float("inf"), float("inf")]
         for _ in range(ALIGNMENT_PROBE_ROUNDS):
             for i, view in enumerate(views):
                 t = time.perf_counter()
                 os.preadv(fd, [view], 0)
                 best[i] = min(best[i], time.perf_counter() - t)
+        return best[1] / best[0] if best[0] > 0 else 1.0
+    finally:
         for view in views:
             view.release()
         area.close()
-        return best[1] / best[0] if best[0] > 0 else 1.0
-    finally:
-        os.close(fd)
 
 
 def _readinto_bounced(fd: int, offset: int, buf: memoryview) -> int:

@@ -310,3 +310,12 @@ def test_alignment_probe_runs_here():
     """The real probe returns a ratio (its value depends on the CPU and is not checked)."""
     ratio = fileio._measure_alignment_penalty(16)
     assert ratio > 0
+
+
+def test_alignment_probe_failure_means_read_directly(monkeypatch):
+    """A probe that cannot run (no room for its memfd) says "not slow" instead of failing the read."""
+    def no_room(fd, data, offset):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(fileio, "pwrite_all", no_room)
+    assert fileio._measure_alignment_penalty(16) == 1.0

@@ -385,20 +385,13 @@ class _Resize:
         them first). A block whose storage passes the end of the file (QEMU makes such fixed
         images) has the file extended over it, so that it no longer looks truncated.
         """
-        engine, old = self.engine, self.old
-        if not old.payload_block_count:
+        old = self.old
+        tail = self._partial_last_block(old)
+        if tail is None:
             return
-        last = old.payload_block_count - 1
-        start = last << old.block_shift
-        used = old.virtual_size - start
-        if used == old.block_size:
-            return
-        entry = int(engine.payload[last])
-        if entry & BAT_STATE_MASK != _FULL:
-            return  # reads as zeros whatever the file holds
-        file_offset = entry & BAT_FILE_OFFSET_MASK
-        exposed = min(old.block_size, self.size - start)
-        source = engine.source
+        file_offset, used = tail
+        exposed = min(old.block_size, self.size - (old.virtual_size - used))
+        source = self.engine.source
         file_size = source.size()
         self._write_zeros(file_offset + used, min(file_offset + exposed, file_size))
         if file_size < file_offset + old.block_size:
@@ -411,20 +404,30 @@ class _Resize:
         before the commit); zeroing them keeps dropped data from reappearing should another tool
         grow the disk without clearing them (a shrink that was not forced found them zero).
         """
-        engine, new = self.engine, self.new
-        last = new.payload_block_count - 1
-        start = last << new.block_shift
-        used = new.virtual_size - start
-        if used == new.block_size:
+        new = self.new
+        tail = self._partial_last_block(new)
+        if tail is None:
             return
-        entry = int(engine.payload[last])
-        if entry & BAT_STATE_MASK != _FULL:
-            return
-        file_offset = entry & BAT_FILE_OFFSET_MASK
-        source = engine.source
+        file_offset, used = tail
+        source = self.engine.source
         lo, hi = file_offset + used, min(file_offset + new.block_size, source.size())
         self._write_zeros(lo, hi)
         source.sync()
+
+    def _partial_last_block(self, g: DiskGeometry) -> tuple[int, int] | None:
+        """(file offset, bytes of the disk in it) of the last payload block of geometry ``g``,
+        when the disk ends inside that block and it is FULLY_PRESENT; None otherwise (a block
+        in any other state reads as zeros whatever the file holds)."""
+        if not g.payload_block_count:
+            return None
+        last = g.payload_block_count - 1
+        used = g.virtual_size - (last << g.block_shift)
+        if used == g.block_size:
+            return None
+        entry = int(self.engine.payload[last])
+        if entry & BAT_STATE_MASK != _FULL:
+            return None
+        return entry & BAT_FILE_OFFSET_MASK, used
 
     def _write_zeros(self, lo: int, hi: int) -> None:
         source = self.engine.source

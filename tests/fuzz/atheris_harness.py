@@ -96,7 +96,8 @@ def one_input(data: bytes) -> None:
     guarded(lambda o: read_surface(opens, target, o), files, timeout=TIMEOUT)
     if write:
         rec = RecordingFile(opens.read_bytes(), name=str(opens))
-        guarded(lambda o: write_surface(opens, WriteResult(), o, source=rec), [opens], timeout=TIMEOUT)
+        guarded(lambda o: write_surface(opens, WriteResult(), o, source=rec), [opens], timeout=TIMEOUT,
+                recording=rec)
 
 
 def main() -> None:

@@ -7,7 +7,8 @@ either works or raises a ``vhdx.VhdxError`` subclass. Never another exception (`
 what the file can justify: ``MEMORY_BASE + MEMORY_PER_FILE_BYTE * file size + MEMORY_PER_BAT_BYTE
 * the BAT its declared geometry needs`` (README "Limits": opening reads the whole BAT, so a
 64 TiB geometry may cost its BAT several times over while it is validated; anything else must
-scale with the bytes actually there).
+scale with the bytes actually there). A write surface run on an in-memory RecordingFile also
+gets ``MEMORY_PER_RECORDED_GROWTH_BYTE`` per byte that file grew by: that copy is the test's.
 
 ``read_surface`` opens, reads (everything for small disks; the first, last and a few random
 blocks of large ones), maps, describes, lists partitions, checks and runs the forensic scans.
@@ -38,6 +39,10 @@ from vhdx.ops.partitions import list_partitions
 MEMORY_BASE = 64 * MiB
 MEMORY_PER_FILE_BYTE = 32
 MEMORY_PER_BAT_BYTE = 4
+# A write surface run on an in-memory RecordingFile (tests/crash/recording.py) grows that file
+# when the writer allocates; the test's own copy of the new bytes is not the library's memory.
+# Extending it costs its bytearray (with over-allocation) and the temporary that extended it.
+MEMORY_PER_RECORDED_GROWTH_BYTE = 3
 FULL_READ_LIMIT = 64 * MiB  # disks up to this size are read whole
 SAMPLED_BLOCKS = 6  # random blocks read from larger disks
 EXTENT_LIMIT = 200_000  # extents examined (a 64 TiB disk of alternating blocks has millions)
@@ -115,9 +120,15 @@ def step(outcome: Outcome, name: str, fn: Callable[[], Any]) -> Any:
     return result
 
 
-def guarded(run: Callable[[Outcome], None], files: list[Path], *, timeout: float = DEFAULT_TIMEOUT) -> Outcome:
-    """Run ``run`` under the watchdog and tracemalloc; raise if it hangs or allocates past the bound."""
+def guarded(run: Callable[[Outcome], None], files: list[Path], *, timeout: float = DEFAULT_TIMEOUT,
+            recording: Any = None) -> Outcome:
+    """Run ``run`` under the watchdog and tracemalloc; raise if it hangs or allocates past the bound.
+
+    ``recording``: the RecordingFile the run writes to, if any; what it grew by is the test's
+    memory and is added to the bound (``MEMORY_PER_RECORDED_GROWTH_BYTE``).
+    """
     outcome = Outcome(bound=memory_bound(files))
+    start_size = len(recording.data) if recording is not None else 0
     tracemalloc.start()
     try:
         with watchdog(timeout):
@@ -125,6 +136,8 @@ def guarded(run: Callable[[Outcome], None], files: list[Path], *, timeout: float
         outcome.peak_memory = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
+    if recording is not None:
+        outcome.bound += MEMORY_PER_RECORDED_GROWTH_BYTE * max(0, len(recording.data) - start_size)
     if outcome.peak_memory > outcome.bound:
         raise MemoryBlowup(f"peak traced memory {outcome.peak_memory} is over the bound {outcome.bound} "
                            f"(steps: {outcome.steps})")

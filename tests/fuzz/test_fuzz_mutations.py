@@ -260,7 +260,7 @@ def test_writes_stay_inside_the_image(seeds: dict[str, Seed], work: Path, name: 
     result = WriteResult()
     try:
         with _Probe(rec) as probe:
-            outcome = guarded(lambda o: write_surface(opens, result, o, source=rec), [opens])
+            outcome = guarded(lambda o: write_surface(opens, result, o, source=rec), [opens], recording=rec)
     except BaseException:
         _save(seed, data, "write")
         raise

@@ -80,4 +80,4 @@ def test_regression(case: Case, seeds: dict[str, Seed], tmp_path: Path) -> None:
     expected = "ok" if case.open_error is None else case.open_error.__name__
     assert outcome.steps["open"] == expected, outcome.steps
     rec = RecordingFile(opens.read_bytes(), name=str(opens))
-    guarded(lambda o: write_surface(opens, WriteResult(), o, source=rec), [opens])
+    guarded(lambda o: write_surface(opens, WriteResult(), o, source=rec), [opens], recording=rec)
